@@ -1,0 +1,47 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint format lock bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=23"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	rm -f demo-results.jsonl
+	$(BIN)/provisioner run jobs/demo-onboarding.jsonl jobs/mixed-networking.yaml \
+		--sandbox --results demo-results.jsonl --summary demo-summary.json
+
+test: install
+	$(BIN)/python -m pytest --cov --cov-report=term
+
+lint: install
+	$(BIN)/ruff format --check provisioner tests bench
+	$(BIN)/ruff check provisioner tests bench
+	$(BIN)/mypy provisioner
+
+format: install
+	$(BIN)/ruff format provisioner tests bench
+	$(BIN)/ruff check --fix provisioner tests bench
+
+# Re-pin every dependency after changing pyproject.toml; commit requirements.lock.
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/python -m pip install -q "pip>=23" && .lockenv/bin/python -m pip install -q ".[dev]" hatchling
+	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^provisioner' > requirements.lock
+	rm -rf .lockenv
+
+bench: install
+	$(BIN)/python bench/bench_emulator.py
+	$(BIN)/python bench/bench_run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage demo-results.jsonl demo-summary.json

@@ -1,0 +1,175 @@
+"""The exceptions provisioner raises, all rooted at :class:`ProvisionerError`.
+
+::
+
+    ProvisionerError
+    ├── ConfigError            bad flags, environment or settings
+    ├── SpecError              one invalid spec: source, line, field, reason
+    ├── SourceError            a job file that cannot be read or parsed at all
+    ├── ApiError               the API answered with an error status
+    │   ├── RetryableApiError  408, 429, 5xx, or a 409 "key still in flight"
+    │   ├── AuthError          401 or 403: every further request would fail too
+    │   └── ConflictError      409: duplicate name or idempotency key misuse
+    ├── TransportError         no usable answer: refused, reset, timed out
+    └── ResultLogError         the result log cannot be read or written
+
+This module imports nothing from provisioner, so every other module can use it.
+"""
+
+from __future__ import annotations
+
+
+class ProvisionerError(Exception):
+    """Root of every error provisioner raises on purpose."""
+
+
+class ConfigError(ProvisionerError):
+    """A setting, flag or environment variable is missing or impossible."""
+
+
+class SpecError(ProvisionerError):
+    """One spec breaks one rule of the create body.
+
+    Attributes:
+        source: the job file's name (``-`` for stdin).
+        line: 1-based line of the spec in its file, or ``None`` when unknown.
+        field: dotted path of the offending field (``config.networking``), or ``""``
+            for the spec as a whole.
+        reason: what is wrong, as a short phrase.
+    """
+
+    def __init__(
+        self, reason: str, *, source: str = "", line: int | None = None, field: str = ""
+    ) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.line = line
+        self.field = field
+        self.reason = reason
+
+    def located(self, source: str, line: int | None) -> SpecError:
+        """Return a copy of this error placed at ``source:line``."""
+        return SpecError(self.reason, source=source, line=line, field=self.field)
+
+    @property
+    def where(self) -> str:
+        """``file:line`` (or just ``file``) for messages."""
+        if self.line is None:
+            return self.source
+        return f"{self.source}:{self.line}"
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.where, self.field) if p]
+        return ": ".join([*parts, self.reason])
+
+
+class SourceError(ProvisionerError):
+    """A job file cannot be opened or is not in a supported format."""
+
+    def __init__(self, reason: str, *, source: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{where}: {self.reason}"
+
+
+class ApiError(ProvisionerError):
+    """The API answered with an error status.
+
+    Attributes:
+        status: the HTTP status code.
+        error_type: ``error.type`` from the envelope, or ``http_<status>`` when the
+            body was empty or not JSON (a gateway answer).
+        message: ``error.message``, or a short excerpt of a non-JSON body.
+        request_id: the server's request id, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        text = f"HTTP {self.status} {self.error_type}: {self.message}"
+        if self.request_id:
+            text += f" (request_id {self.request_id})"
+        return text
+
+
+class RetryableApiError(ApiError):
+    """A transient error; ``retry_after_s`` is the server's requested wait, if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str,
+        request_id: str | None = None,
+        retry_after_s: float | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, error_type=error_type, request_id=request_id
+        )
+        self.retry_after_s = retry_after_s
+        self.should_retry = should_retry
+
+
+class AuthError(ApiError):
+    """401 or 403: the token is missing, wrong or lacks rights. Stops a run."""
+
+
+class ConflictError(ApiError):
+    """409 that is not transient.
+
+    Attributes:
+        reason: ``"name"`` (an environment with that name exists) or
+            ``"idempotency"`` (the key was used before with another body).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str,
+        reason: str,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, error_type=error_type, request_id=request_id
+        )
+        self.reason = reason
+
+
+class TransportError(ProvisionerError):
+    """No usable answer arrived: connection refused or reset, or a timeout.
+
+    Attributes:
+        is_ambiguous: ``True`` when the request may have reached the server, so
+            it may have committed (a reset after sending, or a read timeout).
+        retry_after_s: always ``None``; present so retry logic reads one shape.
+    """
+
+    def __init__(self, message: str, *, is_ambiguous: bool) -> None:
+        super().__init__(message)
+        self.is_ambiguous = is_ambiguous
+        self.retry_after_s: float | None = None
+
+
+class ResultLogError(ProvisionerError):
+    """The result log cannot be opened, read or written."""
