@@ -35,7 +35,7 @@ format: install
 # Re-pin every dependency after changing pyproject.toml; commit requirements.lock.
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install -q "pip>=23" && .lockenv/bin/python -m pip install -q ".[dev]" hatchling
+	.lockenv/bin/python -m pip install -q "pip>=23" && .lockenv/bin/python -m pip install -q ".[dev]" hatchling editables
 	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^provisioner' > requirements.lock
 	rm -rf .lockenv
 
