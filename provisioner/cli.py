@@ -1,5 +1,449 @@
-"""Command line: placeholder until the run path lands."""
+"""The command line: argv and environment to settings, run, outcome to exit code.
+
+``provisioner run``, ``provisioner validate`` and ``provisioner emulator``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import MISSING, dataclass, fields
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import structlog
+
+from provisioner import __version__, log
+from provisioner.client import ApiClient, open_session
+from provisioner.errors import ProvisionerError, SpecError
+from provisioner.progress import ProgressBar
+from provisioner.ratelimit import make_limiter
+from provisioner.results import ResultSink, ResumeState, prepare_resume, set_aside
+from provisioner.retry import RetryBudget, RetryPolicy
+from provisioner.runner import Runner, Summary, utcnow
+from provisioner.settings import ApiSettings, RunSettings, Secret
+from provisioner.sources import JobFiles, ScanReport, scan
 
 
-def main(argv: list[str] | None = None) -> int:
-    return 0
+class ExitCode(IntEnum):
+    """What ``provisioner`` exits with (listed in the README)."""
+
+    OK = 0  # every spec created or exists
+    FAILED = 1  # at least one spec failed, or the run was stopped by a 401/403
+    USAGE = 2  # bad flags, unreadable or invalid input; nothing was sent
+    INTERRUPTED = (
+        130  # SIGINT or SIGTERM; the result log is consistent: re-run to resume
+    )
+
+
+def _default(cls: Any, name: str) -> Any:
+    """The dataclass default of ``cls.name``: defaults live in settings.py only."""
+    for f in fields(cls):
+        if f.name == name and f.default is not MISSING:
+            return f.default
+    raise KeyError(name)
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"PROVISIONER_{name}", default)
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    run, pol = RunSettings, RetryPolicy
+    add = p.add_argument
+    add(
+        "jobs",
+        nargs="+",
+        metavar="JOB",
+        help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
+    )
+    add(
+        "--api-url",
+        default=None,
+        help="API base URL (env QODER_API_URL or QODER_BASE_URL; "
+        f"default {_default(ApiSettings, 'base_url')})",
+    )
+    add(
+        "--token-file",
+        default=_env("TOKEN_FILE", None),
+        help="read the token from this file instead of $QODER_PAT (env PROVISIONER_TOKEN_FILE)",
+    )
+    add(
+        "--sandbox",
+        action="store_true",
+        help="run against an emulator started in-process, with a throwaway token",
+    )
+    add(
+        "--concurrency",
+        type=int,
+        default=_env("CONCURRENCY", _default(run, "concurrency")),
+        help="requests in flight at most (default %(default)s)",
+    )
+    add(
+        "--rate",
+        type=float,
+        default=_env("RATE", _default(run, "rate_per_s")),
+        help="requests per second at most; 0 = unlimited (default %(default)s)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=_env("TIMEOUT", _default(ApiSettings, "timeout_s")),
+        help="seconds per request (default %(default)s)",
+    )
+    add(
+        "--max-attempts",
+        type=int,
+        default=_env("MAX_ATTEMPTS", _default(pol, "max_attempts")),
+        help="attempts per request, the first included (default %(default)s)",
+    )
+    add(
+        "--deadline",
+        type=float,
+        default=_env("DEADLINE", _default(pol, "deadline_s")),
+        help="seconds after a spec's first attempt when no new attempt starts (default %(default)s)",
+    )
+    add(
+        "--results",
+        default=_env("RESULTS", _default(run, "results_path")),
+        help="result log, JSON Lines; - for stdout (default %(default)s)",
+    )
+    add(
+        "--summary",
+        default=_env("SUMMARY", None),
+        help="also write the run summary as JSON to this file",
+    )
+    add(
+        "--skip-invalid",
+        action="store_true",
+        default=_env("SKIP_INVALID", "") == "1",
+        help="record invalid specs as 'invalid' and run the rest",
+    )
+    add(
+        "--on-conflict",
+        choices=["exists", "fail"],
+        default=_env("ON_CONFLICT", _default(run, "on_conflict")),
+        help="a name that already exists is 'exists' or a failure (default %(default)s)",
+    )
+    add(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=_default(run, "resume"),
+        help="skip specs the result log already has as created/exists (default on)",
+    )
+    add(
+        "--retry-failed",
+        action=argparse.BooleanOptionalAction,
+        default=_default(run, "retry_failed"),
+        help="on resume, try failed specs again (default on)",
+    )
+    add(
+        "--grace",
+        type=float,
+        default=_env("GRACE", _default(run, "grace_s")),
+        help="seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)",
+    )
+    add(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default=_env("LOG_FORMAT", "auto"),
+        help="console on a terminal, JSON otherwise (default %(default)s)",
+    )
+    add(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        help="debug, info, warning or error (default %(default)s)",
+    )
+    add(
+        "--no-progress", action="store_true", help="no progress bar, even on a terminal"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``provisioner`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="provisioner",
+        description="Create Qoder Cloud Agents Environments in bulk.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"provisioner {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="create every environment of the job files",
+        description="Validate job files, then create their environments concurrently, writing one result record per spec.",
+    )
+    _add_run_flags(run)
+    validate = sub.add_parser(
+        "validate",
+        help="check job files without sending anything",
+        description="Check every spec of the job files; list every error with file, line and field.",
+    )
+    validate.add_argument("jobs", nargs="+", metavar="JOB")
+    sub.add_parser(
+        "emulator",
+        help="serve a local emulator of the Environments API (see: provisioner emulator --help)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``provisioner`` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:
+        from provisioner.emulator.cli import main as emulator_main  # noqa: PLC0415 - only this command needs it
+
+        return emulator_main(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args.jobs)
+        return _cmd_run(args)
+    except ProvisionerError as exc:
+        print(f"provisioner: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+
+
+def _stdin() -> BinaryIO | None:
+    return sys.stdin.buffer if sys.stdin is not None else None
+
+
+def _print_errors(errors: Sequence[SpecError]) -> None:
+    for error in errors:
+        print(error, file=sys.stderr)
+
+
+def _cmd_validate(paths: Sequence[str]) -> int:
+    with JobFiles(paths, stdin=_stdin()) as files:
+        report = scan(files)
+    _print_errors(report.errors)
+    invalid = report.total - report.valid
+    if invalid:
+        print(
+            f"provisioner: {invalid} of {report.total} specs are invalid ({len(report.errors)} errors)",
+            file=sys.stderr,
+        )
+        return ExitCode.USAGE
+    print(f"ok: {report.total} specs are valid")
+    return ExitCode.OK
+
+
+def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = RunSettings(
+            concurrency=int(args.concurrency),
+            rate_per_s=float(args.rate),
+            results_path=args.results,
+            summary_path=args.summary,
+            on_conflict=args.on_conflict,
+            skip_invalid=bool(args.skip_invalid),
+            resume=bool(args.resume),
+            retry_failed=bool(args.retry_failed),
+            grace_s=float(args.grace),
+        )
+        policy = RetryPolicy(
+            max_attempts=int(args.max_attempts), deadline_s=float(args.deadline)
+        )
+    for warning in caught:
+        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
+    return settings, policy
+
+
+def _api_settings(args: argparse.Namespace) -> ApiSettings:
+    if args.sandbox:
+        token = Secret("pt-sandbox-" + secrets.token_hex(12))
+        return ApiSettings(
+            token=token,
+            base_url="http://127.0.0.1/sandbox",
+            timeout_s=float(args.timeout),
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        api = ApiSettings.from_env(
+            os.environ,
+            api_url=args.api_url,
+            token_file=args.token_file,
+            timeout_s=float(args.timeout),
+        )
+    for warning in caught:
+        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
+    return api
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings, policy = _run_settings(args)
+    api = _api_settings(args)
+    log.configure(
+        fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
+    )
+    with JobFiles(args.jobs, stdin=_stdin()) as files:
+        report = scan(files)
+        if report.errors and not settings.skip_invalid:
+            _print_errors(report.errors)
+            print(
+                f"provisioner: {report.total - report.valid} of {report.total} specs are invalid; nothing was sent (--skip-invalid runs the valid ones)",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
+        resume = _prepare_log(settings, report)
+        plan = _Plan(
+            api=api,
+            settings=settings,
+            policy=policy,
+            sandbox=bool(args.sandbox),
+            show_progress=not args.no_progress and args.log_format != "json",
+        )
+        summary = asyncio.run(_run(plan, files, report, resume))
+    _report(summary, settings, report)
+    return _exit_code(summary)
+
+
+def _prepare_log(settings: RunSettings, report: ScanReport) -> ResumeState:
+    if settings.is_stdout_results:
+        return ResumeState(done={})
+    if not settings.resume:
+        aside = set_aside(settings.results_path, now=utcnow())
+        if aside:
+            print(f"provisioner: earlier result log moved to {aside}", file=sys.stderr)
+        return ResumeState(done={})
+    return prepare_resume(
+        settings.results_path,
+        input_names=report.names,
+        retry_failed=settings.retry_failed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything ``run`` decided from argv and the environment."""
+
+    api: ApiSettings
+    settings: RunSettings
+    policy: RetryPolicy
+    sandbox: bool
+    show_progress: bool
+
+
+async def _run(
+    plan: _Plan, files: JobFiles, report: ScanReport, resume: ResumeState
+) -> Summary:
+    settings = plan.settings
+    async with (
+        _api_target(plan.api, sandbox=plan.sandbox) as target,
+        open_session(
+            concurrency=settings.concurrency, timeout_s=target.timeout_s
+        ) as session,
+    ):
+        sink = ResultSink.open(settings.results_path)
+        skipped = len(report.names & resume.done.keys())
+        bar = ProgressBar(
+            total=report.total - skipped, stream=sys.stderr, enabled=plan.show_progress
+        )
+        runner = Runner(
+            client=ApiClient(session, settings=target),
+            policy=plan.policy,
+            budget=RetryBudget(),
+            limiter=make_limiter(settings.rate_per_s),
+            sink=sink,
+            settings=settings,
+            resume=resume,
+            on_result=bar.advance,
+        )
+        try:
+            with bar, _signals(runner):
+                return await runner.run(files)
+        finally:
+            sink.close()
+
+
+@contextlib.asynccontextmanager
+async def _api_target(api: ApiSettings, *, sandbox: bool) -> AsyncIterator[ApiSettings]:
+    """The API to talk to: the configured one, or an in-process emulator."""
+    if not sandbox:
+        yield api
+        return
+    from provisioner.emulator import Emulator, EmulatorConfig  # noqa: PLC0415 - only --sandbox needs it
+
+    async with Emulator(EmulatorConfig(token=api.token.reveal())) as emulator:
+        structlog.get_logger("provisioner.cli").info(
+            "sandbox.started", api_url=emulator.url
+        )
+        yield ApiSettings(
+            token=api.token, base_url=emulator.url, timeout_s=api.timeout_s
+        )
+
+
+@contextlib.contextmanager
+def _signals(runner: Runner) -> Iterator[None]:
+    """First SIGINT/SIGTERM drains the run; a second one cancels what is in flight."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if runner.summary.stopped_by == "interrupted":
+            runner.abort()
+        else:
+            runner.summary.stopped_by = "interrupted"
+            runner.stop("interrupted")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _report(summary: Summary, settings: RunSettings, report: ScanReport) -> None:
+    settled = summary.created + summary.exists + summary.failed + summary.invalid
+    not_started = report.total - settled - summary.skipped - summary.interrupted
+    print(
+        f"provisioner: {report.total} specs: {summary.created} created, {summary.exists} exists, "
+        f"{summary.failed} failed, {summary.invalid} invalid, {summary.skipped} skipped (already done) "
+        f"in {summary.wall_s:.1f} s ({summary.creates_per_s:.1f} creates/s; "
+        f"{summary.requests} requests, {summary.retries} retries)",
+        file=sys.stderr,
+    )
+    if summary.stopped_by:
+        print(
+            f"provisioner: stopped ({summary.stopped_by}): {summary.interrupted} in flight and {not_started} not started; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+    if not settings.is_stdout_results:
+        print(f"provisioner: results in {settings.results_path}", file=sys.stderr)
+    if settings.summary_path:
+        data = {
+            **summary.to_dict(),
+            "total": report.total,
+            "not_started": not_started,
+            "results": settings.results_path,
+        }
+        Path(settings.summary_path).write_bytes(
+            orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+        )
+
+
+def _exit_code(summary: Summary) -> int:
+    if summary.stopped_by == "interrupted":
+        return ExitCode.INTERRUPTED
+    if summary.failed or summary.stopped_by:
+        return ExitCode.FAILED
+    if summary.invalid:
+        return ExitCode.USAGE
+    return ExitCode.OK
+
+
+__all__ = ["ExitCode", "build_parser", "main"]

@@ -18,6 +18,8 @@ This module imports nothing from provisioner, so every other module can use it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ProvisionerError(Exception):
     """Root of every error provisioner raises on purpose."""
@@ -86,31 +88,10 @@ class ApiError(ProvisionerError):
             body was empty or not JSON (a gateway answer).
         message: ``error.message``, or a short excerpt of a non-JSON body.
         request_id: the server's request id, when it sent one.
+        retry_after_s: the wait the server asked for (``retry-after-ms`` or
+            ``Retry-After``), if it asked.
+        should_retry: the server's ``x-should-retry`` header, if it sent one.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        error_type: str,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-        self.request_id = request_id
-
-    def __str__(self) -> str:
-        text = f"HTTP {self.status} {self.error_type}: {self.message}"
-        if self.request_id:
-            text += f" (request_id {self.request_id})"
-        return text
-
-
-class RetryableApiError(ApiError):
-    """A transient error; ``retry_after_s`` is the server's requested wait, if any."""
 
     def __init__(
         self,
@@ -122,11 +103,23 @@ class RetryableApiError(ApiError):
         retry_after_s: float | None = None,
         should_retry: bool | None = None,
     ) -> None:
-        super().__init__(
-            message, status=status, error_type=error_type, request_id=request_id
-        )
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.request_id = request_id
         self.retry_after_s = retry_after_s
         self.should_retry = should_retry
+
+    def __str__(self) -> str:
+        text = f"HTTP {self.status} {self.error_type}: {self.message}"
+        if self.request_id:
+            text += f" (request_id {self.request_id})"
+        return text
+
+
+class RetryableApiError(ApiError):
+    """A transient answer: 408, 429, 5xx, or a 409 for a key still in flight."""
 
 
 class AuthError(ApiError):
@@ -134,25 +127,15 @@ class AuthError(ApiError):
 
 
 class ConflictError(ApiError):
-    """409 that is not transient.
+    """A 409 that retrying will not fix.
 
     Attributes:
         reason: ``"name"`` (an environment with that name exists) or
             ``"idempotency"`` (the key was used before with another body).
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        error_type: str,
-        reason: str,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(
-            message, status=status, error_type=error_type, request_id=request_id
-        )
+    def __init__(self, message: str, *, reason: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
         self.reason = reason
 
 
@@ -162,13 +145,16 @@ class TransportError(ProvisionerError):
     Attributes:
         is_ambiguous: ``True`` when the request may have reached the server, so
             it may have committed (a reset after sending, or a read timeout).
-        retry_after_s: always ``None``; present so retry logic reads one shape.
+        error_type: ``timeout``, ``connection_error`` (never connected),
+            ``connection_reset`` or ``bad_answer``.
     """
 
-    def __init__(self, message: str, *, is_ambiguous: bool) -> None:
+    def __init__(
+        self, message: str, *, is_ambiguous: bool, error_type: str = "connection_reset"
+    ) -> None:
         super().__init__(message)
         self.is_ambiguous = is_ambiguous
-        self.retry_after_s: float | None = None
+        self.error_type = error_type
 
 
 class ResultLogError(ProvisionerError):

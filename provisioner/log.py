@@ -1,0 +1,87 @@
+"""Logging: the one ``structlog.configure`` call, and token redaction.
+
+Events go to stderr: human-readable on a terminal, JSON lines (orjson) otherwise
+or with ``--log-format json``. Redaction is a second line of defence: the token
+is never logged on purpose, but any string value containing it is masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import IO, Any, Literal
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["auto", "console", "json"]
+MASK = "***"
+_SECRET_KEYS = frozenset({"token", "authorization", "password", "secret"})
+
+
+class Redactor:
+    """A processor that masks given secrets and secret-named fields."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(s for s in secrets if s)
+
+    def __call__(self, _: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        for key, value in event.items():
+            if key.lower() in _SECRET_KEYS:
+                event[key] = MASK
+            elif isinstance(value, str):
+                event[key] = self.mask(value)
+        return event
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+
+def _orjson_dumps(event: MutableMapping[str, Any], **_: Any) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
+def configure(
+    *,
+    fmt: LogFormat = "auto",
+    level: str = "info",
+    stream: IO[str] | None = None,
+    secrets: Iterable[str] = (),
+) -> None:
+    """Configure structlog for the command line (called once, from ``cli.py``)."""
+    out = stream or sys.stderr
+    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        Redactor(secrets),
+    ]
+    if as_json:
+        renderer: Processor = structlog.processors.JSONRenderer(
+            serializer=_orjson_dumps
+        )
+        factory: Any = structlog.BytesLoggerFactory(file=getattr(out, "buffer", out))
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        factory = structlog.PrintLoggerFactory(file=out)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_level(level)),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _level(name: str) -> int:
+    value = logging.getLevelNamesMapping().get(name.upper())
+    if value is None:
+        raise ValueError(f"unknown log level {name!r}")
+    return value

@@ -1,0 +1,197 @@
+"""When to try a request again, and how long to wait first.
+
+:func:`decide` is the one retry decision (no / yes / yes after N s), in the shape
+of stamina's backoff hook. :class:`RetryPolicy` turns it into a tenacity
+``AsyncRetrying`` bounded by attempts *and* a deadline; after the last attempt
+the last error is re-raised unchanged. :class:`RetryBudget` is the run-wide
+retry allowance of the AWS SDKs' standard mode: during an outage retries dry up
+and the run fails fast instead of multiplying the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, RetryCallState
+
+from provisioner.errors import ApiError, ConfigError, RetryableApiError, TransportError
+
+Sleep = Callable[[float], Awaitable[None]]
+OnRetry = Callable[[BaseException, int, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to "try again?": ``retry``, and the server's wait if it named one."""
+
+    retry: bool
+    after_s: float | None = None
+
+
+NO_RETRY = Decision(retry=False)
+
+
+def decide(exc: BaseException) -> Decision:
+    """Whether ``exc`` is worth another attempt.
+
+    Yes for transport errors (refused, reset, timeout) and for 408, 429, 5xx and
+    a 409 "key still in flight"; no for every other 4xx. A server's
+    ``x-should-retry`` header overrides the status either way.
+    """
+    if isinstance(exc, ApiError):
+        if exc.should_retry is False:
+            return NO_RETRY
+        if exc.should_retry or isinstance(exc, RetryableApiError):
+            return Decision(retry=True, after_s=exc.retry_after_s)
+        return NO_RETRY
+    if isinstance(exc, TransportError):
+        return Decision(retry=True)
+    return NO_RETRY
+
+
+@dataclass(slots=True)
+class RetryBudget:
+    """A run-wide token bucket that pays for retries (AWS SDK standard mode).
+
+    A retry costs ``retry_cost`` tokens (``timeout_cost`` after a timeout or
+    reset); a first-attempt success earns ``success_reward``, and a success after
+    retries refunds what its last retry cost. With no tokens left, errors are no
+    longer retried.
+    """
+
+    capacity: int = 500
+    retry_cost: int = 5
+    timeout_cost: int = 10
+    success_reward: int = 1
+    tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.capacity < 0:
+            raise ConfigError(f"retry budget must be 0 or more, got {self.capacity}")
+        self.tokens = self.capacity
+
+    def cost_of(self, exc: BaseException) -> int:
+        """What retrying after ``exc`` costs."""
+        return self.timeout_cost if isinstance(exc, TransportError) else self.retry_cost
+
+    def withdraw(self, cost: int) -> bool:
+        """Take ``cost`` tokens if there are enough; ``False`` means do not retry."""
+        if cost > self.tokens:
+            return False
+        self.tokens -= cost
+        return True
+
+    def deposit(self, amount: int) -> None:
+        """Return tokens after a success, never above capacity."""
+        self.tokens = min(self.capacity, self.tokens + amount)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one logical request.
+
+    Attributes:
+        max_attempts: attempts in all, the first included.
+        deadline_s: no attempt starts later than this after the first one.
+        wait_initial_s: backoff before the second attempt; doubles each time.
+        wait_max_s: backoff cap.
+        retry_after_max_s: the longest ``Retry-After`` honoured as given.
+        jitter: fraction of the backoff taken off at random (0.25 = up to 25 %).
+        sleep: the coroutine that waits; tests inject one that does not.
+    """
+
+    max_attempts: int = 5
+    deadline_s: float = 300.0
+    wait_initial_s: float = 0.5
+    wait_max_s: float = 8.0
+    retry_after_max_s: float = 60.0
+    jitter: float = 0.25
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(
+                f"--max-attempts must be at least 1, got {self.max_attempts}"
+            )
+        if self.deadline_s <= 0:
+            raise ConfigError(f"--deadline must be positive, got {self.deadline_s}")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError(f"jitter must be between 0 and 1, got {self.jitter}")
+
+    def wait_s(self, exc: BaseException, attempt: int) -> float:
+        """Seconds to wait after attempt number ``attempt`` failed with ``exc``."""
+        after = decide(exc).after_s
+        if after is not None:
+            return min(after, self.retry_after_max_s)
+        base = min(self.wait_max_s, self.wait_initial_s * 2.0 ** (attempt - 1))
+        return base * (1 - self.jitter * self.rng.random())
+
+    def retrying(
+        self,
+        *,
+        budget: RetryBudget,
+        is_stopping: Callable[[], bool] = lambda: False,
+        on_retry: OnRetry | None = None,
+    ) -> AsyncRetrying:
+        """A tenacity controller for one logical request.
+
+        Args:
+            budget: the run's shared retry budget.
+            is_stopping: ``True`` once the run drains; no new attempt starts then.
+            on_retry: called with (error, attempt, wait_s) before each wait.
+        """
+        return AsyncRetrying(
+            sleep=self.sleep,
+            stop=self._stop(is_stopping),
+            wait=self._wait,
+            retry=_retry_predicate(budget),
+            before_sleep=_before_sleep(on_retry),
+            reraise=True,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = _exception(state)
+        return 0.0 if exc is None else self.wait_s(exc, state.attempt_number)
+
+    def _stop(
+        self, is_stopping: Callable[[], bool]
+    ) -> Callable[[RetryCallState], bool]:
+        def stop(state: RetryCallState) -> bool:
+            elapsed = state.seconds_since_start or 0.0
+            return (
+                state.attempt_number >= self.max_attempts
+                or elapsed + state.upcoming_sleep >= self.deadline_s
+                or is_stopping()
+            )
+
+        return stop
+
+
+def _exception(state: RetryCallState) -> BaseException | None:
+    outcome = state.outcome
+    if outcome is None or not outcome.failed:
+        return None
+    return outcome.exception()
+
+
+def _retry_predicate(budget: RetryBudget) -> Callable[[RetryCallState], bool]:
+    def should_retry(state: RetryCallState) -> bool:
+        exc = _exception(state)
+        if exc is None or not decide(exc).retry:
+            return False
+        return budget.withdraw(budget.cost_of(exc))
+
+    return should_retry
+
+
+def _before_sleep(on_retry: OnRetry | None) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = _exception(state)
+        if on_retry is not None and exc is not None:
+            on_retry(exc, state.attempt_number, state.upcoming_sleep)
+
+    return before_sleep

@@ -1,0 +1,391 @@
+"""Schedule specs: bounded concurrency, a rate limit, retries, one record per spec.
+
+The runner takes any iterable of specs and knows nothing of files, Redis or
+terminals. ``concurrency`` workers pull from one iterator, so memory stays flat
+however many specs there are. Every spec ends in exactly one of: a record in the
+sink, a skip (already settled by an earlier run), or an interruption (no record,
+so a later run picks it up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import anyio
+import structlog
+
+from provisioner.client import ApiClient, Created, Page
+from provisioner.errors import ApiError, AuthError, ConflictError, TransportError
+from provisioner.ratelimit import RateLimiter
+from provisioner.reconcile import NameIndex, created_by_us
+from provisioner.results import ErrorInfo, Result, ResultSink, ResumeState, Status
+from provisioner.retry import RetryBudget, RetryPolicy, decide
+from provisioner.settings import RunSettings
+from provisioner.sources import InvalidSpec, Spec
+
+T = TypeVar("T")
+log = structlog.get_logger("provisioner.runner")
+
+
+def utcnow() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Summary:
+    """Counts for one run; ``wall_s`` is filled when the run ends."""
+
+    created: int = 0
+    exists: int = 0
+    failed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+    requests: int = 0
+    retries: int = 0
+    wall_s: float = 0.0
+    stopped_by: str | None = None
+
+    def count(self, status: Status) -> None:
+        """Add one final record of ``status``."""
+        setattr(self, status, getattr(self, status) + 1)
+
+    @property
+    def creates_per_s(self) -> float:
+        """Environments created per second of wall time."""
+        return self.created / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as written by ``--summary``."""
+        return {
+            "counts": {
+                k: getattr(self, k)
+                for k in (
+                    "created",
+                    "exists",
+                    "failed",
+                    "invalid",
+                    "skipped",
+                    "interrupted",
+                )
+            },
+            "requests": self.requests,
+            "retries": self.retries,
+            "wall_s": round(self.wall_s, 3),
+            "creates_per_s": round(self.creates_per_s, 2),
+            "stopped_by": self.stopped_by,
+        }
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """What one spec's requests have seen so far."""
+
+    count: int = 0
+    last_status: int | None = None
+    request_id: str | None = None
+    ambiguous_since: datetime | None = None
+    last_cost: int = 0
+    started: datetime = field(default_factory=utcnow)
+
+
+class Runner:
+    """Creates environments for a stream of specs and records each outcome.
+
+    Args:
+        client: the API client (its session is owned by the caller).
+        policy: retry policy for every request.
+        budget: the run's shared retry budget.
+        limiter: paces every request, retries and list calls included.
+        sink: where final records go.
+        settings: concurrency, conflict handling, grace period.
+        resume: names an earlier run already settled (skipped here).
+        on_result: called with each record after it is written (progress display).
+        clock: returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: ApiClient,
+        policy: RetryPolicy,
+        budget: RetryBudget,
+        limiter: RateLimiter,
+        sink: ResultSink,
+        settings: RunSettings,
+        resume: ResumeState | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._budget = budget
+        self._limiter = limiter
+        self._sink = sink
+        self._settings = settings
+        self._resume = resume or ResumeState(done={})
+        self._on_result = on_result
+        self._clock = clock
+        self._names = NameIndex(self._list_page)
+        self._items: Iterator[Spec | InvalidSpec] = iter(())
+        self._scope: anyio.CancelScope | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self.summary = Summary()
+        self.is_stopping = False
+
+    async def run(self, items: Iterable[Spec | InvalidSpec]) -> Summary:
+        """Process every item (or until stopped) and return the summary."""
+        self._items = iter(items)
+        start = anyio.current_time()
+        try:
+            async with anyio.create_task_group() as group:
+                self._scope = group.cancel_scope
+                for _ in range(self._settings.concurrency):
+                    group.start_soon(self._worker)
+        finally:
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            self._sink.sync()
+            self.summary.wall_s = anyio.current_time() - start
+        return self.summary
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Take no new spec; requests in flight may finish for ``grace_s``."""
+        if self.is_stopping:
+            return
+        self.is_stopping = True
+        self.summary.stopped_by = self.summary.stopped_by or reason
+        log.info("run.draining", reason=reason, grace_s=self._settings.grace_s)
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self._settings.grace_s, self.abort)
+
+    def abort(self) -> None:
+        """Cancel requests in flight now; they get no record (a later run redoes them)."""
+        self.stop()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _take(self) -> Spec | InvalidSpec | None:
+        if self.is_stopping:
+            return None
+        return next(self._items, None)
+
+    async def _worker(self) -> None:
+        while (item := self._take()) is not None:
+            if isinstance(item, InvalidSpec):
+                self._record(self._invalid_result(item))
+            elif self._resume.is_done(item.name):
+                self.summary.skipped += 1
+            else:
+                try:
+                    result = await self._provision(item)
+                except anyio.get_cancelled_exc_class():
+                    self.summary.interrupted += 1
+                    raise
+                if result is None:
+                    self.summary.interrupted += 1
+                else:
+                    self._record(result)
+
+    def _record(self, result: Result) -> None:
+        self._sink.write(result)
+        self.summary.count(result.status)
+        if self._on_result is not None:
+            self._on_result(result)
+
+    async def _provision(self, spec: Spec) -> Result | None:
+        """Create one environment; every failure becomes a record (per-spec boundary)."""
+        tries = _Attempts(started=self._clock())
+        try:
+            created = await self._with_retries(
+                tries, spec, self._send_create(spec, tries)
+            )
+        except ConflictError as exc:
+            if exc.reason == "name":
+                return await self._on_name_conflict(spec, tries, exc)
+            return self._failed(spec, tries, exc)
+        except AuthError as exc:
+            self.stop(reason=f"authentication failed (HTTP {exc.status})")
+            return self._failed(spec, tries, exc)
+        except Exception as exc:  # noqa: BLE001 - the per-spec error boundary
+            if self.is_stopping and decide(exc).retry:
+                return None  # cut short by the drain: unsettled, so no record
+            return self._failed(spec, tries, exc)
+        log.debug(
+            "env.created", name=spec.name, env_id=created.env_id, attempts=tries.count
+        )
+        return self._result(spec, tries, "created", env_id=created.env_id)
+
+    def _send_create(
+        self, spec: Spec, tries: _Attempts
+    ) -> Callable[[], Awaitable[Created]]:
+        def send() -> Awaitable[Created]:
+            return self._client.create(
+                spec.body, idempotency_key=spec.key, attempt=tries.count
+            )
+
+        return send
+
+    async def _with_retries(
+        self, tries: _Attempts, spec: Spec | None, send: Callable[[], Awaitable[T]]
+    ) -> T:
+        retrying = self._policy.retrying(
+            budget=self._budget,
+            is_stopping=lambda: self.is_stopping,
+            on_retry=lambda exc, attempt, wait_s: self._on_retry(
+                spec, tries, exc, attempt, wait_s
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                answer = await self._attempt(tries, send)
+        self._budget.deposit(
+            tries.last_cost if tries.count > 1 else self._budget.success_reward
+        )
+        return answer
+
+    async def _attempt(self, tries: _Attempts, send: Callable[[], Awaitable[T]]) -> T:
+        await self._limiter.acquire()
+        tries.count += 1
+        self.summary.requests += 1
+        sent_at = self._clock()
+        try:
+            answer = await send()
+        except (ApiError, TransportError) as exc:
+            if isinstance(exc, ApiError):
+                tries.last_status, tries.request_id = exc.status, exc.request_id
+            if _may_have_committed(exc) and tries.ambiguous_since is None:
+                tries.ambiguous_since = sent_at
+            raise
+        if isinstance(answer, Created):
+            tries.last_status, tries.request_id = answer.http_status, answer.request_id
+        return answer
+
+    def _on_retry(
+        self,
+        spec: Spec | None,
+        tries: _Attempts,
+        exc: BaseException,
+        attempt: int,
+        wait_s: float,
+    ) -> None:
+        self.summary.retries += 1
+        tries.last_cost = self._budget.cost_of(exc)
+        log.debug(
+            "request.retry_scheduled",
+            name=spec.name if spec else None,
+            attempt=attempt,
+            wait_s=round(wait_s, 3),
+            error_type=_error_type(exc),
+            status=getattr(exc, "status", None),
+        )
+
+    async def _list_page(self, cursor: str | None, use_page: bool) -> Page:
+        tries = _Attempts()
+        return await self._with_retries(
+            tries,
+            None,
+            lambda: self._client.list_page(cursor=cursor, use_page=use_page),
+        )
+
+    async def _on_name_conflict(
+        self, spec: Spec, tries: _Attempts, exc: ConflictError
+    ) -> Result:
+        try:
+            env = await self._names.find(spec.name)
+        except Exception as lookup:  # noqa: BLE001 - still part of the per-spec boundary
+            log.warning(
+                "env.lookup_failed", name=spec.name, error_type=_error_type(lookup)
+            )
+            return self._failed(spec, tries, exc)
+        if env is None:
+            return self._failed(spec, tries, exc)
+        env_id = str(env.get("id"))
+        if created_by_us(env, body=spec.body, first_sent_at=tries.ambiguous_since):
+            log.info(
+                "env.created", name=spec.name, env_id=env_id, via="conflict_lookup"
+            )
+            return self._result(spec, tries, "created", env_id=env_id)
+        if self._settings.on_conflict == "fail":
+            return self._failed(spec, tries, exc, env_id=env_id)
+        log.info("env.exists", name=spec.name, env_id=env_id)
+        return self._result(spec, tries, "exists", env_id=env_id)
+
+    def _failed(
+        self,
+        spec: Spec,
+        tries: _Attempts,
+        exc: BaseException,
+        *,
+        env_id: str | None = None,
+    ) -> Result:
+        info = ErrorInfo(type=_error_type(exc), message=str(exc))
+        log.warning(
+            "env.failed",
+            name=spec.name,
+            source=spec.location,
+            error_type=info.type,
+            status=tries.last_status,
+            attempts=tries.count,
+        )
+        return self._result(spec, tries, "failed", env_id=env_id, error=info)
+
+    def _result(
+        self,
+        spec: Spec,
+        tries: _Attempts,
+        status: Status,
+        *,
+        env_id: str | None,
+        error: ErrorInfo | None = None,
+    ) -> Result:
+        return Result(
+            name=spec.name,
+            status=status,
+            id=env_id,
+            attempts=tries.count,
+            http_status=tries.last_status,
+            error=error,
+            source=spec.location,
+            started_at=tries.started,
+            finished_at=self._clock(),
+            spec_key=spec.key,
+            request_id=tries.request_id,
+        )
+
+    def _invalid_result(self, item: InvalidSpec) -> Result:
+        now = self._clock()
+        message = "; ".join(
+            f"{e.field}: {e.reason}" if e.field else e.reason for e in item.errors
+        )
+        log.warning(
+            "spec.rejected", name=item.name, source=item.location, reason=message
+        )
+        return Result(
+            name=item.name,
+            status="invalid",
+            id=None,
+            attempts=0,
+            http_status=None,
+            error=ErrorInfo(type="invalid_spec", message=message),
+            source=item.location,
+            started_at=now,
+            finished_at=now,
+        )
+
+
+def _may_have_committed(exc: ApiError | TransportError) -> bool:
+    if isinstance(exc, TransportError):
+        return exc.is_ambiguous
+    return exc.status >= 500 or exc.status == 408  # noqa: PLR2004 - HTTP classes
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, ApiError | TransportError):
+        return exc.error_type
+    return type(exc).__name__
