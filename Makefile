@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint format lock bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=23"
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -32,11 +32,15 @@ format: install
 	$(BIN)/ruff format provisioner tests bench
 	$(BIN)/ruff check --fix provisioner tests bench
 
-# Re-pin every dependency after changing pyproject.toml; commit requirements.lock.
+# Re-pin every dependency after changing pyproject.toml; commit both lock files.
+# requirements.lock: what the package needs at run time (the Docker image installs it).
+# requirements-dev.lock: that plus the test, lint and build tools (make install).
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install -q "pip>=23" && .lockenv/bin/python -m pip install -q ".[dev]" hatchling editables
-	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^provisioner' > requirements.lock
+	.lockenv/bin/python -m pip install -q "pip>=23" && .lockenv/bin/python -m pip install -q .
+	.lockenv/bin/python -m pip freeze | grep -v '^provisioner' > requirements.lock
+	.lockenv/bin/python -m pip install -q -c requirements.lock ".[dev]" hatchling editables
+	.lockenv/bin/python -m pip freeze | grep -v '^provisioner' > requirements-dev.lock
 	rm -rf .lockenv
 
 bench: install
