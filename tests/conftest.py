@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
+import orjson
 import pytest
+from multidict import CIMultiDictProxy
 
-if TYPE_CHECKING:
-    from provisioner.emulator import Emulator
+from provisioner.emulator import Emulator, EmulatorConfig
 
 TEST_TOKEN = "pt-test-token"
 
-MakeEmulator = Callable[..., Awaitable["Emulator"]]
+MakeEmulator = Callable[..., Awaitable[Emulator]]
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
     """A running emulator that accepts ``TEST_TOKEN``; its ``faults`` plan is live."""
-    from provisioner.emulator import Emulator, EmulatorConfig
-
     async with Emulator(EmulatorConfig(token=TEST_TOKEN)) as emu:
         yield emu
 
@@ -28,8 +30,6 @@ async def emulator() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def make_emulator() -> AsyncIterator[MakeEmulator]:
     """A factory: ``await make_emulator(unique_names=False)`` starts one with those switches."""
-    from provisioner.emulator import Emulator, EmulatorConfig
-
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(**config: Any) -> Emulator:
@@ -38,3 +38,63 @@ async def make_emulator() -> AsyncIterator[MakeEmulator]:
             return await stack.enter_async_context(emu)
 
         yield make
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``predicate`` every few milliseconds until it holds; fail after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached in time")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an HTTP client saw: status, headers and raw body."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class Caller:
+    """Raw HTTP calls to an emulator (API paths relative to ``url``, admin to the root)."""
+
+    def __init__(self, session: aiohttp.ClientSession, emulator: Emulator) -> None:
+        self.session = session
+        self.emulator = emulator
+
+    async def __call__(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = TEST_TOKEN,
+        emulator: Emulator | None = None,
+    ) -> Answer:
+        emu = emulator or self.emulator
+        base = emu.root_url if path.startswith(("/_emulator", "/v1")) else emu.url
+        sent = dict(headers or {})
+        if token is not None:
+            sent.setdefault("Authorization", f"Bearer {token}")
+        if json is not None:
+            data = orjson.dumps(json)
+            sent.setdefault("Content-Type", "application/json")
+        async with self.session.request(
+            method, base + path, data=data, headers=sent
+        ) as r:
+            return Answer(r.status, r.headers, await r.read())
+
+
+@pytest.fixture
+async def api(emulator: Emulator) -> AsyncIterator[Caller]:
+    """Raw HTTP calls to the ``emulator`` fixture, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield Caller(session, emulator)

@@ -1,0 +1,245 @@
+"""Emulator throughput: creates per second on one core, driven from another core.
+
+    python bench/bench_emulator.py [--creates 20000] [--concurrency 64] [--client aiohttp|raw]
+
+The emulator runs as ``python -m provisioner.emulator --port 0`` pinned to one CPU; a
+separate load-generator process, pinned to another CPU, sends ``--creates`` creates with
+unique names over ``--concurrency`` keep-alive connections on loopback and measures each
+one. ``--client raw`` uses a minimal HTTP/1.1 client on asyncio streams, to show whether
+the aiohttp client or the server is the bottleneck. Prints creates/s, p50/p99 latency,
+the CPU each side used, and the ratio to the 3,000 creates/s goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+GOAL_PER_S = 3000.0
+READY_TIMEOUT_S = 15.0
+RUN_TIMEOUT_S = 300.0
+WARMUP = 500
+
+
+def _body(run: str, index: int) -> bytes:
+    return orjson.dumps(
+        {
+            "name": f"bench-{run}-{index}",
+            "config": {
+                "type": "cloud",
+                "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]},
+                "packages": {"pip": ["requests"]},
+            },
+            "metadata": {"team": "bench"},
+        }
+    )
+
+
+async def _aiohttp_driver(
+    url: str, concurrency: int
+) -> tuple[Callable[[bytes], Awaitable[int]], Callable[[], Awaitable[None]]]:
+    token = os.environ["QODER_PAT"]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+        },
+    )
+
+    async def create(body: bytes) -> int:
+        async with session.post(f"{url}/environments", data=body) as response:
+            await response.read()
+            return response.status
+
+    return create, session.close
+
+
+async def _raw_driver(
+    url: str, concurrency: int
+) -> tuple[Callable[[bytes], Awaitable[int]], Callable[[], Awaitable[None]]]:
+    """Keep-alive connections in a pool; one request at a time on each."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.rpartition(":")
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+        asyncio.Queue()
+    )
+    for _ in range(concurrency):
+        pool.put_nowait(await asyncio.open_connection(host, int(port)))
+    head = (
+        f"POST /{path}/environments HTTP/1.1\r\nHost: {host_port}\r\n"
+        f"Authorization: Bearer {os.environ['QODER_PAT']}\r\nContent-Type: application/json\r\n"
+    ).encode()
+
+    async def create(body: bytes) -> int:
+        reader, writer = await pool.get()
+        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in headers.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await reader.readexactly(length)
+        pool.put_nowait((reader, writer))
+        return int(headers[9:12])
+
+    async def close() -> None:
+        while not pool.empty():
+            _, writer = pool.get_nowait()
+            writer.close()
+
+    return create, close
+
+
+async def drive(
+    url: str, creates: int, concurrency: int, client: str
+) -> dict[str, Any]:
+    """Send ``creates`` creates, ``concurrency`` at a time; return the measurements."""
+    make = _raw_driver if client == "raw" else _aiohttp_driver
+    create, close = await make(url, concurrency)
+    run = os.urandom(4).hex()
+    latencies: list[float] = []
+    failures = 0
+    try:
+        for chunk in range(0, WARMUP, concurrency):
+            await asyncio.gather(
+                *(create(_body(f"warm-{run}", chunk + i)) for i in range(concurrency))
+            )
+        counter = itertools.count()
+
+        async def worker() -> None:
+            nonlocal failures
+            while (index := next(counter)) < creates:
+                body = _body(run, index)
+                started = time.perf_counter()
+                status = await create(body)
+                latencies.append(time.perf_counter() - started)
+                failures += status != 201
+
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+    finally:
+        await close()
+    latencies.sort()
+    return {
+        "creates": creates,
+        "failures": failures,
+        "elapsed_s": elapsed,
+        "client_cpu_s": cpu,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_server(cpu: int) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.sched_setaffinity(server.pid, {cpu})
+    if server.stdout is None:
+        raise SystemExit("no pipe to the emulator")
+    ready, _, _ = select.select([server.stdout], [], [], READY_TIMEOUT_S)
+    line = server.stdout.readline() if ready else ""
+    if " listening on " not in line:
+        server.kill()
+        raise SystemExit(f"the emulator did not start: {line!r}")
+    return server, line.split(" listening on ")[1].split()[0]
+
+
+def _run_load(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    command = [
+        sys.executable, __file__, "--worker", url,
+        "--creates", str(args.creates), "--concurrency", str(args.concurrency),
+        "--client", args.client,
+    ]  # fmt: skip
+    load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    os.sched_setaffinity(load.pid, {args.client_cpu})
+    out, _ = load.communicate(timeout=RUN_TIMEOUT_S)
+    if load.returncode != 0:
+        raise SystemExit(f"the load generator failed with exit code {load.returncode}")
+    result: dict[str, Any] = orjson.loads(out)
+    return result
+
+
+def report(result: dict[str, Any], server_cpu_s: float, client: str) -> None:
+    """Print the figures."""
+    rate = result["creates"] / result["elapsed_s"]
+    print(
+        f"emulator creates ({client} client, 1 server core): {result['creates']} in {result['elapsed_s']:.2f} s"
+    )
+    print(
+        f"  throughput   {rate:,.0f} creates/s ({rate / GOAL_PER_S:.2f}x the {GOAL_PER_S:,.0f}/s goal)"
+    )
+    print(
+        f"  latency      p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
+    )
+    print(f"  server CPU   {server_cpu_s / result['elapsed_s']:.0%} of one core")
+    print(
+        f"  client CPU   {result['client_cpu_s'] / result['elapsed_s']:.0%} of one core"
+    )
+    print(f"  failures     {result['failures']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--creates", type=int, default=20_000, help="measured creates (default 20000)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="requests in flight (default 64)"
+    )
+    parser.add_argument("--client", choices=("aiohttp", "raw"), default="aiohttp")
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        result = asyncio.run(
+            drive(args.worker, args.creates, args.concurrency, args.client)
+        )
+        sys.stdout.write(orjson.dumps(result).decode())
+        return 0
+    if len(os.sched_getaffinity(0)) < 2:
+        print(
+            "note: fewer than 2 CPUs available; server and client share one",
+            file=sys.stderr,
+        )
+    # the emulator and the load generator inherit a one-off token (never on argv)
+    os.environ["QODER_PAT"] = "pt-bench-" + os.urandom(12).hex()
+    server, url = _start_server(args.server_cpu)
+    try:
+        cpu_before = _cpu_seconds(server.pid)
+        result = _run_load(args, url)
+        server_cpu = _cpu_seconds(server.pid) - cpu_before
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    report(result, server_cpu, args.client)
+    return 0 if result["failures"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

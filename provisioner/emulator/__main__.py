@@ -1,0 +1,5 @@
+"""``python -m provisioner.emulator``."""
+
+from provisioner.emulator.cli import main
+
+raise SystemExit(main())

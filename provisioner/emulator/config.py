@@ -1,0 +1,53 @@
+"""``EmulatorConfig``: the switches that pick between documented behaviours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from provisioner.emulator.faults import FaultPlan
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """How the emulator behaves where the API's doc generations differ.
+
+    Attributes:
+        token: the accepted bearer token; None makes one up (``Emulator.token``).
+        forbidden_tokens: tokens that look valid but get 403 ``permission_error``.
+        unique_names: 409 ``conflict_error`` on a duplicate name within a token's
+            environments (archived ones count, deleted ones do not, case-sensitive).
+        idempotency: honour ``Idempotency-Key``/``X-Idempotency-Key``; False ignores them.
+        idempotency_ttl_s: how long a stored answer can be replayed.
+        limit_over_max: a list ``limit`` above 100 is rejected (400) or capped to 100.
+        max_body_bytes: a larger body gets 400 ``invalid_request_error`` (not 413).
+        state_path: JSON state file, loaded at start and saved atomically when dirty
+            (at least every second) and on stop; None keeps state in memory only.
+        faults: the live fault plan (this very object is mutated by the admin routes).
+    """
+
+    token: str | None = None
+    forbidden_tokens: frozenset[str] = frozenset()
+    unique_names: bool = True
+    idempotency: bool = True
+    idempotency_ttl_s: float = 86400.0
+    limit_over_max: Literal["reject", "cap"] = "reject"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    state_path: str | None = None
+    faults: FaultPlan = field(default_factory=FaultPlan)
+
+    def __post_init__(self) -> None:
+        if self.limit_over_max not in ("reject", "cap"):
+            raise ValueError(
+                f"limit_over_max must be 'reject' or 'cap', got {self.limit_over_max!r}"
+            )
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.idempotency_ttl_s <= 0:
+            raise ValueError(
+                f"idempotency_ttl_s must be > 0, got {self.idempotency_ttl_s}"
+            )
+        if self.token is not None and not self.token.strip():
+            raise ValueError("token must not be empty")
