@@ -1,0 +1,333 @@
+"""The create body of an Environment: its rules, its validation and its stable key.
+
+:func:`validate_body` checks one body (the JSON of ``POST /v1/environments``)
+against the union of every documented API generation and returns every broken
+rule as a :class:`~provisioner.errors.SpecError`. :func:`spec_key` derives the
+idempotency key a body is sent with.
+
+The rules live in a strict pydantic model (no coercion, unknown keys rejected);
+pydantic's errors are translated here into short phrases and dotted field paths
+(``config.packages.pip.2``) and never leave this module. Specs are only checked,
+never rewritten: callers send the body exactly as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sized
+from types import UnionType
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from provisioner.errors import SpecError
+
+NAME_MAX_CHARS = 255
+HOSTS_MAX = 256
+PACKAGES_MAX = 200
+PACKAGE_MAX_CHARS = 256
+SETUP_SCRIPT_MAX_BYTES = 65_536
+METADATA_MAX_KEYS = 16
+METADATA_KEY_MAX_CHARS = 64
+METADATA_VALUE_MAX_CHARS = 512
+
+# Rust-regex patterns (pydantic's default engine): linear time, Unicode classes.
+NAME_PATTERN = r"^[^\p{Cc}]*[^\s\p{Cc}][^\p{Cc}]*$"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_PATTERN = rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$"
+PACKAGE_PATTERN = r"^[^\s\p{Cc}\-][^\s\p{Cc}]*$"
+
+_SCRIPT_SIZE = "at most {limit} bytes of UTF-8 (got {size})"
+HOST_REASON = "must be a bare hostname or *.domain, without scheme, port or path"
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+def _check_script_size(script: str) -> str:
+    # A UTF-8 character takes at most 4 bytes: short scripts need no encoding.
+    if len(script) * 4 <= SETUP_SCRIPT_MAX_BYTES:
+        return script
+    size = len(script.encode("utf-8", "surrogatepass"))
+    if size > SETUP_SCRIPT_MAX_BYTES:
+        raise PydanticCustomError(
+            "spec_rule", _SCRIPT_SIZE, {"limit": SETUP_SCRIPT_MAX_BYTES, "size": size}
+        )
+    return script
+
+
+Name = Annotated[
+    str, StringConstraints(max_length=NAME_MAX_CHARS, pattern=NAME_PATTERN)
+]
+Host = Annotated[str, StringConstraints(max_length=253, pattern=HOST_PATTERN)]
+Package = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=PACKAGE_MAX_CHARS, pattern=PACKAGE_PATTERN
+    ),
+]
+PackageList = Annotated[list[Package], Field(max_length=PACKAGES_MAX)]
+SetupScript = Annotated[str, AfterValidator(_check_script_size)]
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=METADATA_KEY_MAX_CHARS)
+]
+MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_MAX_CHARS)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue], Field(max_length=METADATA_MAX_KEYS)
+]
+
+
+class UnrestrictedNetworking(BaseModel):
+    """``{"type": "unrestricted"}``: any outbound host; nothing else may be set."""
+
+    model_config = _STRICT
+    type: Literal["unrestricted"]
+
+
+class LimitedNetworking(BaseModel):
+    """An allowlist, under each spelling a doc generation used for it."""
+
+    model_config = _STRICT
+    type: Literal["limited", "allowlist", "allowed_hosts"]
+    allowed_hosts: Annotated[list[Host], Field(max_length=HOSTS_MAX)] = Field(
+        default_factory=list
+    )
+    allow_package_managers: bool = False
+    allow_mcp_servers: bool = False
+
+
+Networking = Annotated[
+    UnrestrictedNetworking | LimitedNetworking, Field(discriminator="type")
+]
+
+
+class Packages(BaseModel):
+    """Packages to install, per manager (only apt, pip and npm are installed today)."""
+
+    model_config = _STRICT
+    type: Literal["packages"] = "packages"
+    apt: PackageList = Field(default_factory=list)
+    pip: PackageList = Field(default_factory=list)
+    npm: PackageList = Field(default_factory=list)
+    cargo: PackageList = Field(default_factory=list)
+    gem: PackageList = Field(default_factory=list)
+    go: PackageList = Field(default_factory=list)
+
+
+# Shared, frozen defaults: a factory returning them avoids pydantic's deep copy.
+_UNRESTRICTED = UnrestrictedNetworking(type="unrestricted")
+_NO_PACKAGES = Packages()
+
+
+class CloudConfig(BaseModel):
+    """A cloud-hosted environment's container."""
+
+    model_config = _STRICT
+    type: Literal["cloud"]
+    networking: Networking = Field(default_factory=lambda: _UNRESTRICTED)
+    packages: Packages = Field(default_factory=lambda: _NO_PACKAGES)
+    setup_script: SetupScript = ""
+
+
+class SelfHostedConfig(BaseModel):
+    """A self-hosted environment: the config holds its type and nothing else."""
+
+    model_config = _STRICT
+    type: Literal["self_hosted"]
+
+
+Config = Annotated[CloudConfig | SelfHostedConfig, Field(discriminator="type")]
+
+
+class EnvironmentSpec(BaseModel):
+    """The body of ``POST /v1/environments``.
+
+    Defaults mirror the API's but are never sent: a spec goes out as written.
+    """
+
+    model_config = _STRICT
+    name: Name
+    description: str | None = None
+    config: Config
+    metadata: Metadata = Field(default_factory=dict)
+    scope: Literal["organization", "account"] = "organization"
+
+
+_ADAPTER: TypeAdapter[EnvironmentSpec] = TypeAdapter(EnvironmentSpec)
+
+# Paths of the tagged unions: pydantic puts the matched tag into the error
+# location right after them (``config.cloud.networking.limited.allowed_hosts``).
+_UNION_PATHS: frozenset[tuple[str, ...]] = frozenset(
+    {("config",), ("config", "networking")}
+)
+_VARIANT_FIELDS: dict[tuple[str, ...], frozenset[str]] = {
+    ("config",): frozenset(CloudConfig.model_fields),
+    ("config", "networking"): frozenset(LimitedNetworking.model_fields),
+}
+_QUOTED = re.compile(r"'([^']*)'")
+_SIZE_NOUNS = {"Dictionary": "keys", "List": "entries"}
+
+
+def validate_body(body: object) -> list[SpecError]:
+    """Check one create body; return every broken rule, or ``[]`` when it is valid.
+
+    The errors carry ``field`` (a dotted path, list items as ``.0``) and
+    ``reason``, but no source or line: the caller locates them.
+    """
+    try:
+        _ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        return [_translate(detail) for detail in exc.errors(include_url=False)]
+    return []
+
+
+def spec_key(body: Mapping[str, Any]) -> str:
+    """The spec's idempotency key, derived only from the body's content.
+
+    The body is serialised as canonical JSON (orjson, keys sorted at every
+    level, no whitespace) and hashed with SHA-256; the first 16 bytes of the
+    digest become a UUID with version nibble 8 and the RFC 4122 variant bits
+    (a UUIDv8), so servers that expect a UUID accept it. The same body gives
+    the same key in every run (resuming after a crash replays, not duplicates);
+    any edit gives a new key. ``body`` must be JSON-encodable (a valid spec is).
+    """
+    canonical = orjson.dumps(dict(body), option=orjson.OPT_SORT_KEYS)
+    raw = bytearray(hashlib.sha256(canonical).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x80
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def _translate(detail: ErrorDetails) -> SpecError:
+    """One pydantic error → a SpecError with a dotted path and a short reason."""
+    path, tags, is_key = _path(detail["loc"])
+    kind = detail["type"]
+    if kind == "union_tag_not_found":
+        return SpecError("field required", field=_dotted((*path, "type")))
+    if kind == "extra_forbidden":
+        reason = _extra_reason(path, tags)
+    else:
+        reason = _reason(kind, detail)
+    if is_key:
+        reason = f"key {reason}"
+    return SpecError(reason, field=_dotted(path))
+
+
+def _path(
+    loc: tuple[int | str, ...],
+) -> tuple[tuple[int | str, ...], dict[tuple[str, ...], str], bool]:
+    """Drop union tags and the ``[key]`` marker from a pydantic location."""
+    path: list[int | str] = []
+    tags: dict[tuple[str, ...], str] = {}
+    items = iter(loc)
+    for part in items:
+        path.append(part)
+        here = tuple(str(p) for p in path)
+        if here in _UNION_PATHS:
+            tag = next(items, None)
+            if tag is not None:
+                tags[here] = str(tag)
+    is_key = bool(path) and path[-1] == "[key]"
+    if is_key:
+        path.pop()
+    return tuple(path), tags, is_key
+
+
+def _dotted(path: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in path if p != "")
+
+
+def _extra_reason(path: tuple[int | str, ...], tags: dict[tuple[str, ...], str]) -> str:
+    """``unknown field``, or why a known field is not allowed in this variant."""
+    parent = tuple(str(p) for p in path[:-1])
+    tag = tags.get(parent)
+    if tag is not None and path[-1] in _VARIANT_FIELDS[parent]:
+        return f"not allowed when type is {tag}"
+    return "unknown field"
+
+
+def _reason(kind: str, detail: ErrorDetails) -> str:
+    """The short phrase for one pydantic error type."""
+    value = detail["input"]
+    expected = _EXPECTED_TYPES.get(kind)
+    if expected is not None:
+        return f"expected {expected}, got {_json_type(value)}"
+    phrase = _PHRASES.get(kind)
+    if phrase is None:  # pragma: no cover - every error the model raises is mapped
+        return detail["msg"]
+    return phrase(value, detail.get("ctx", {}))
+
+
+def _one_of(value: object, ctx: dict[str, Any]) -> str:
+    options = _QUOTED.findall(ctx.get("expected") or ctx.get("expected_tags", ""))
+    return "must be one of: " + ", ".join(options)
+
+
+def _too_many(value: Sized, ctx: dict[str, Any]) -> str:
+    noun = _SIZE_NOUNS.get(ctx.get("field_type", ""), "entries")
+    return f"at most {ctx['max_length']} {noun} (got {len(value)})"
+
+
+def _pattern_reason(value: str, ctx: dict[str, Any]) -> str:
+    """Say which part of a pattern rule the value breaks."""
+    pattern = ctx["pattern"]
+    if pattern == HOST_PATTERN:
+        return HOST_REASON
+    if pattern == NAME_PATTERN:
+        if not value.strip():
+            return "must not be empty"
+        return "must not contain control characters"
+    if value.startswith("-"):
+        return "must not start with '-'"
+    return "must not contain whitespace or control characters"
+
+
+_EXPECTED_TYPES = {
+    "string_type": "a string",
+    "bool_type": "a boolean",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+_PHRASES: dict[str, Callable[[Any, dict[str, Any]], str]] = {
+    "missing": lambda value, ctx: "field required",
+    "literal_error": _one_of,
+    "union_tag_invalid": _one_of,
+    "string_too_short": lambda value, ctx: "must not be empty",
+    "string_too_long": lambda value, ctx: (
+        f"at most {ctx['max_length']} characters (got {len(value)})"
+    ),
+    "too_long": _too_many,
+    "string_pattern_mismatch": _pattern_reason,
+    # json and YAML accept lone surrogates ("\\ud800"), which cannot be sent.
+    "string_unicode": lambda value, ctx: "not valid Unicode text (a lone surrogate)",
+    "spec_rule": lambda value, ctx: _SCRIPT_SIZE.format(**ctx),
+}
+_JSON_TYPES: tuple[tuple[type | UnionType, str], ...] = (
+    (type(None), "null"),
+    (bool, "boolean"),
+    (int | float, "number"),
+    (str, "string"),
+    (list | tuple, "list"),
+    (dict, "object"),
+)
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a value's type, as a user wrote it."""
+    for kinds, name in _JSON_TYPES:
+        if isinstance(value, kinds):
+            return name
+    return type(value).__name__
