@@ -1,6 +1,7 @@
 """Emulator throughput: creates per second on one core, driven from another core.
 
-    python bench/bench_emulator.py [--creates 20000] [--concurrency 64] [--client aiohttp|raw]
+    python bench/bench_emulator.py [--creates 20000] [--concurrency 64]
+                                   [--client aiohttp|raw] [--idempotency-keys]
 
 The emulator runs as ``python -m provisioner.emulator --port 0`` pinned to one CPU; a
 separate load-generator process, pinned to another CPU, sends ``--creates`` creates with
@@ -49,7 +50,9 @@ def _body(run: str, index: int) -> bytes:
 
 async def _aiohttp_driver(
     url: str, concurrency: int
-) -> tuple[Callable[[bytes], Awaitable[int]], Callable[[], Awaitable[None]]]:
+) -> tuple[
+    Callable[[bytes, str | None], Awaitable[int]], Callable[[], Awaitable[None]]
+]:
     token = os.environ["QODER_PAT"]
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=concurrency),
@@ -59,8 +62,11 @@ async def _aiohttp_driver(
         },
     )
 
-    async def create(body: bytes) -> int:
-        async with session.post(f"{url}/environments", data=body) as response:
+    async def create(body: bytes, key: str | None) -> int:
+        headers = None if key is None else {"Idempotency-Key": key}
+        async with session.post(
+            f"{url}/environments", data=body, headers=headers
+        ) as response:
             await response.read()
             return response.status
 
@@ -69,7 +75,9 @@ async def _aiohttp_driver(
 
 async def _raw_driver(
     url: str, concurrency: int
-) -> tuple[Callable[[bytes], Awaitable[int]], Callable[[], Awaitable[None]]]:
+) -> tuple[
+    Callable[[bytes, str | None], Awaitable[int]], Callable[[], Awaitable[None]]
+]:
     """Keep-alive connections in a pool; one request at a time on each."""
     host_port, _, path = url.removeprefix("http://").partition("/")
     host, _, port = host_port.rpartition(":")
@@ -83,9 +91,11 @@ async def _raw_driver(
         f"Authorization: Bearer {os.environ['QODER_PAT']}\r\nContent-Type: application/json\r\n"
     ).encode()
 
-    async def create(body: bytes) -> int:
+    async def create(body: bytes, key: str | None) -> int:
         reader, writer = await pool.get()
-        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        extra = b"" if key is None else f"Idempotency-Key: {key}\r\n".encode()
+        length = b"Content-Length: %d\r\n\r\n" % len(body)
+        writer.write(head + extra + length + body)
         headers = await reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in headers.split(b"\r\n"):
@@ -103,10 +113,10 @@ async def _raw_driver(
     return create, close
 
 
-async def drive(
-    url: str, creates: int, concurrency: int, client: str
-) -> dict[str, Any]:
-    """Send ``creates`` creates, ``concurrency`` at a time; return the measurements."""
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    """Send ``--creates`` creates to ``--worker`` URL, ``--concurrency`` at a time."""
+    url, creates, concurrency = args.worker, args.creates, args.concurrency
+    client, server_pid, keys = args.client, args.server_pid, args.idempotency_keys
     make = _raw_driver if client == "raw" else _aiohttp_driver
     create, close = await make(url, concurrency)
     run = os.urandom(4).hex()
@@ -115,7 +125,10 @@ async def drive(
     try:
         for chunk in range(0, WARMUP, concurrency):
             await asyncio.gather(
-                *(create(_body(f"warm-{run}", chunk + i)) for i in range(concurrency))
+                *(
+                    create(_body(f"warm-{run}", chunk + i), None)
+                    for i in range(concurrency)
+                )
             )
         counter = itertools.count()
 
@@ -124,15 +137,16 @@ async def drive(
             while (index := next(counter)) < creates:
                 body = _body(run, index)
                 started = time.perf_counter()
-                status = await create(body)
+                status = await create(body, f"{run}-{index}" if keys else None)
                 latencies.append(time.perf_counter() - started)
                 failures += status != 201
 
-        cpu_before = time.process_time()
+        cpu_before, server_before = time.process_time(), _cpu_seconds(server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
+        server_cpu = _cpu_seconds(server_pid) - server_before
     finally:
         await close()
     latencies.sort()
@@ -141,6 +155,7 @@ async def drive(
         "failures": failures,
         "elapsed_s": elapsed,
         "client_cpu_s": cpu,
+        "server_cpu_s": server_cpu,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
     }
@@ -169,11 +184,12 @@ def _start_server(cpu: int) -> tuple[subprocess.Popen[str], str]:
     return server, line.split(" listening on ")[1].split()[0]
 
 
-def _run_load(args: argparse.Namespace, url: str) -> dict[str, Any]:
+def _run_load(args: argparse.Namespace, url: str, server_pid: int) -> dict[str, Any]:
     command = [
         sys.executable, __file__, "--worker", url,
         "--creates", str(args.creates), "--concurrency", str(args.concurrency),
-        "--client", args.client,
+        "--client", args.client, "--server-pid", str(server_pid),
+        *(["--idempotency-keys"] if args.idempotency_keys else []),
     ]  # fmt: skip
     load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     os.sched_setaffinity(load.pid, {args.client_cpu})
@@ -184,11 +200,15 @@ def _run_load(args: argparse.Namespace, url: str) -> dict[str, Any]:
     return result
 
 
-def report(result: dict[str, Any], server_cpu_s: float, client: str) -> None:
+def report(result: dict[str, Any], client: str, keys: bool) -> None:
     """Print the figures."""
     rate = result["creates"] / result["elapsed_s"]
+    if keys:
+        client += " client with Idempotency-Key"
+    else:
+        client += " client"
     print(
-        f"emulator creates ({client} client, 1 server core): {result['creates']} in {result['elapsed_s']:.2f} s"
+        f"emulator creates ({client}, 1 server core): {result['creates']} in {result['elapsed_s']:.2f} s"
     )
     print(
         f"  throughput   {rate:,.0f} creates/s ({rate / GOAL_PER_S:.2f}x the {GOAL_PER_S:,.0f}/s goal)"
@@ -196,7 +216,9 @@ def report(result: dict[str, Any], server_cpu_s: float, client: str) -> None:
     print(
         f"  latency      p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
     )
-    print(f"  server CPU   {server_cpu_s / result['elapsed_s']:.0%} of one core")
+    print(
+        f"  server CPU   {result['server_cpu_s'] / result['elapsed_s']:.0%} of one core"
+    )
     print(
         f"  client CPU   {result['client_cpu_s'] / result['elapsed_s']:.0%} of one core"
     )
@@ -214,12 +236,16 @@ def main() -> int:
     parser.add_argument("--client", choices=("aiohttp", "raw"), default="aiohttp")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="send a unique Idempotency-Key with every create, as provisioner does",
+    )
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        result = asyncio.run(
-            drive(args.worker, args.creates, args.concurrency, args.client)
-        )
+        result = asyncio.run(drive(args))
         sys.stdout.write(orjson.dumps(result).decode())
         return 0
     if len(os.sched_getaffinity(0)) < 2:
@@ -231,13 +257,11 @@ def main() -> int:
     os.environ["QODER_PAT"] = "pt-bench-" + os.urandom(12).hex()
     server, url = _start_server(args.server_cpu)
     try:
-        cpu_before = _cpu_seconds(server.pid)
-        result = _run_load(args, url)
-        server_cpu = _cpu_seconds(server.pid) - cpu_before
+        result = _run_load(args, url, server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-    report(result, server_cpu, args.client)
+    report(result, args.client, args.idempotency_keys)
     return 0 if result["failures"] == 0 else 1
 
 

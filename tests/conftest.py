@@ -16,6 +16,7 @@ from multidict import CIMultiDictProxy
 from provisioner.emulator import Emulator, EmulatorConfig
 
 TEST_TOKEN = "pt-test-token"
+CLOUD = {"type": "cloud"}
 
 MakeEmulator = Callable[..., Awaitable[Emulator]]
 
@@ -98,3 +99,28 @@ async def api(emulator: Emulator) -> AsyncIterator[Caller]:
     """Raw HTTP calls to the ``emulator`` fixture, closed after the test."""
     async with aiohttp.ClientSession() as session:
         yield Caller(session, emulator)
+
+
+async def create(api: Caller, name: str, **fields: object) -> dict[str, Any]:
+    """Create ``name`` (a bare cloud config unless given) and return the environment."""
+    answer = await api(
+        "POST", "/environments", json={"name": name, "config": CLOUD, **fields}
+    )
+    assert answer.status == 201, answer.body
+    env: dict[str, Any] = answer.json()
+    return env
+
+
+def assert_error(
+    answer: Answer, status: int, error_type: str, param: str | None = None
+) -> dict[str, Any]:
+    """Check an error answer's status, envelope and ``request-id``; return ``error``."""
+    assert answer.status == status, answer.body
+    assert answer.headers["Content-Type"] == "application/json"
+    body = answer.json()
+    assert body["type"] == "error"
+    assert body["request_id"] == answer.headers["request-id"]
+    assert body["error"]["type"] == error_type
+    assert body["error"].get("param") == param
+    error: dict[str, Any] = body["error"]
+    return error

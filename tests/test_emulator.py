@@ -5,37 +5,16 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 
 from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan
-from tests.conftest import TEST_TOKEN, Caller, eventually
+from tests.conftest import CLOUD, TEST_TOKEN, assert_error, create, eventually
 
-CLOUD = {"type": "cloud"}
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 AUTH_ERROR = {"type": "authentication_error", "message": "Invalid API key or token."}
-
-
-async def create(api: Caller, name: str, **fields: object) -> dict:
-    answer = await api(
-        "POST", "/environments", json={"name": name, "config": CLOUD, **fields}
-    )
-    assert answer.status == 201, answer.body
-    return answer.json()
-
-
-def assert_error(
-    answer, status: int, error_type: str, param: str | None = None
-) -> dict:
-    assert answer.status == status, answer.body
-    assert answer.headers["Content-Type"] == "application/json"
-    body = answer.json()
-    assert body["type"] == "error"
-    assert body["request_id"] == answer.headers["request-id"]
-    assert body["error"]["type"] == error_type
-    assert body["error"].get("param") == param
-    return body["error"]
 
 
 def test_the_package_exports_the_public_interface():
@@ -388,7 +367,7 @@ async def test_a_body_over_the_limit_is_400_not_413(make_emulator, api):
         in assert_error(answer, 400, "invalid_request_error")["message"]
     )
 
-    async def chunks():
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"name": "a", "description": "'
         for _ in range(20):
             yield b"x" * 100

@@ -1,6 +1,7 @@
 """``provisioner emulator``: serve the emulated API until SIGINT or SIGTERM.
 
-Exit codes: 0 stopped by a signal, 1 could not listen, 2 bad flags or state file.
+Exit codes: 0 stopped by a signal, 1 an OS error (cannot bind the port, cannot write
+the state file), 2 bad flags or an unreadable state file.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from provisioner.emulator.config import DEFAULT_MAX_BODY_BYTES, EmulatorConfig
-from provisioner.emulator.faults import FaultPlan, FaultPlanError
+from provisioner.emulator.faults import FaultPlan
 from provisioner.emulator.server import Emulator
 
 PROG = "provisioner emulator"
-EXIT_OK, EXIT_LISTEN, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_OS, EXIT_USAGE = 0, 1, 2
 
 _DEFAULTS = FaultPlan()
 
@@ -281,19 +282,24 @@ async def serve(emulator: Emulator) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, serve until a signal, and return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        emulator = Emulator(config_from(args), host=args.host, port=args.port)
-    except (ValueError, FaultPlanError) as exc:
-        parser.error(str(exc))
+        args = parser.parse_args(argv)
+        emulator = _emulator(parser, args)
+    except SystemExit as exc:  # --help, or a bad flag already reported on stderr
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         asyncio.run(serve(emulator))
     except ValueError as exc:  # an unreadable state file
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_USAGE
-    except OSError as exc:
-        sys.stderr.write(
-            f"{PROG}: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n"
-        )
-        return EXIT_LISTEN
+    except OSError as exc:  # cannot bind, or cannot write the state file
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_OS
     return EXIT_OK
+
+
+def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Emulator:
+    try:
+        return Emulator(config_from(args), host=args.host, port=args.port)
+    except ValueError as exc:
+        parser.error(str(exc))
