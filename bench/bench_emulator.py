@@ -114,44 +114,25 @@ async def _raw_driver(
 
 
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
-    """Send ``--creates`` creates to ``--worker`` URL, ``--concurrency`` at a time."""
-    url, creates, concurrency = args.worker, args.creates, args.concurrency
-    client, server_pid, keys = args.client, args.server_pid, args.idempotency_keys
-    make = _raw_driver if client == "raw" else _aiohttp_driver
-    create, close = await make(url, concurrency)
+    """Send ``--creates`` creates to the ``--worker`` URL, ``--concurrency`` at a time."""
+    make = _raw_driver if args.client == "raw" else _aiohttp_driver
+    create, close = await make(args.worker, args.concurrency)
     run = os.urandom(4).hex()
-    latencies: list[float] = []
-    failures = 0
     try:
-        for chunk in range(0, WARMUP, concurrency):
-            await asyncio.gather(
-                *(
-                    create(_body(f"warm-{run}", chunk + i), None)
-                    for i in range(concurrency)
-                )
-            )
-        counter = itertools.count()
-
-        async def worker() -> None:
-            nonlocal failures
-            while (index := next(counter)) < creates:
-                body = _body(run, index)
-                started = time.perf_counter()
-                status = await create(body, f"{run}-{index}" if keys else None)
-                latencies.append(time.perf_counter() - started)
-                failures += status != 201
-
-        cpu_before, server_before = time.process_time(), _cpu_seconds(server_pid)
+        for start in range(0, WARMUP, args.concurrency):
+            warm = (f"warm-{run}", range(start, start + args.concurrency))
+            await asyncio.gather(*(create(_body(warm[0], i), None) for i in warm[1]))
+        cpu_before, server_before = time.process_time(), _cpu_seconds(args.server_pid)
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        latencies, failures = await _measure(create, run, args)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
-        server_cpu = _cpu_seconds(server_pid) - server_before
+        server_cpu = _cpu_seconds(args.server_pid) - server_before
     finally:
         await close()
     latencies.sort()
     return {
-        "creates": creates,
+        "creates": args.creates,
         "failures": failures,
         "elapsed_s": elapsed,
         "client_cpu_s": cpu,
@@ -159,6 +140,30 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
     }
+
+
+async def _measure(
+    create: Callable[[bytes, str | None], Awaitable[int]],
+    run: str,
+    args: argparse.Namespace,
+) -> tuple[list[float], int]:
+    """The latency of every create, and how many did not answer 201."""
+    counter = itertools.count()
+    latencies: list[float] = []
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        while (index := next(counter)) < args.creates:
+            body = _body(run, index)
+            key = f"{run}-{index}" if args.idempotency_keys else None
+            started = time.perf_counter()
+            status = await create(body, key)
+            latencies.append(time.perf_counter() - started)
+            failures += status != 201
+
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    return latencies, failures
 
 
 def _cpu_seconds(pid: int) -> float:

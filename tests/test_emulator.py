@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan
+from provisioner.emulator.ids import IdGenerator
 from tests.conftest import CLOUD, TEST_TOKEN, assert_error, create, eventually
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -72,6 +73,19 @@ async def test_ids_are_uuid7_and_strictly_increasing(api):
     unix_ms = int(ids[0][4:16], 16)
     created = datetime.fromisoformat(envs[0]["created_at"])
     assert abs(unix_ms / 1000 - created.timestamp()) < 5
+
+
+def test_ids_keep_increasing_within_a_millisecond_and_when_the_clock_steps_back():
+    """Many ids in one millisecond, then an earlier clock, still sort in issue order."""
+    generator = IdGenerator()
+    issued = [generator.next_id(1_800_000_000_000) for _ in range(2000)]
+    issued.append(generator.next_id(1_700_000_000_000))
+    assert issued == sorted(issued)
+    assert len(set(issued)) == len(issued)
+    assert {uuid.UUID(env_id[4:]).version for env_id in issued} == {7}
+    restarted = IdGenerator()
+    restarted.observe(issued[-1])
+    assert restarted.next_id(1_000) > issued[-1]
 
 
 async def test_timestamps_are_utc_with_microseconds(api):

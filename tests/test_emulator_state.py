@@ -110,3 +110,13 @@ async def test_a_missing_state_file_starts_empty(tmp_path):
     async with Emulator(config(path)) as emu:
         assert emu.environments() == []
     assert orjson.loads(path.read_bytes())["store"]["scopes"] == {}
+
+
+async def test_a_state_file_that_cannot_be_written_fails_the_stop(api, tmp_path):
+    """When the state file cannot be written, leaving the context raises the OSError."""
+    emu = Emulator(config(tmp_path / "missing-dir" / "state.json"))
+    await emu.__aenter__()
+    api.emulator = emu
+    await create(api, "a")
+    with pytest.raises(OSError, match="missing-dir"):
+        await emu.__aexit__(None, None, None)

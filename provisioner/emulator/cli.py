@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from provisioner.emulator.config import DEFAULT_MAX_BODY_BYTES, EmulatorConfig
 from provisioner.emulator.faults import FaultPlan
@@ -66,6 +66,36 @@ def _integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+# (flag, parser, FaultPlan field, metavar, help) for every numeric fault flag
+_FAULT_FLAGS: tuple[tuple[str, Callable[[str], Any], str, str, str], ...] = (
+    ("--seed", int, "seed", "N", "seed of the fault dice (same seed, same faults)"),
+    ("--latency-ms", _non_negative, "latency_ms", "MS", "added to every request"),
+    ("--jitter-ms", _non_negative, "jitter_ms", "MS", "plus uniform 0..MS"),
+    ("--error-500", _probability, "error_500", "P", "500 api_error (JSON)"),
+    ("--error-502", _probability, "error_502", "P", "502 with an HTML body"),
+    ("--error-503", _probability, "error_503", "P", "503 without a body"),
+    ("--rate-limit", _non_negative, "rate_limit_per_s", "R", "requests/s; 0 = off"),
+    ("--rate-limit-burst", _integer(1), "rate_limit_burst", "N", "bucket capacity"),
+    ("--retry-after", _non_negative, "retry_after_s", "S", "Retry-After on 429/503"),
+    (
+        "--reset-before-commit",
+        _probability,
+        "reset_before_commit",
+        "P",
+        "reset the connection before doing anything",
+    ),
+    (
+        "--reset-after-commit",
+        _probability,
+        "reset_after_commit",
+        "P",
+        "do the request, then reset the connection without answering",
+    ),
+    ("--slow", _probability, "slow", "P", "do the request, then answer after --slow-s"),
+    ("--slow-s", _non_negative, "slow_s", "S", "the wait of a slow answer"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``provisioner emulator`` flags."""
     parser = _Parser(
@@ -74,10 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _server_flags(parser.add_argument_group("server"))
-    _fault_flags(
-        parser.add_argument_group(
-            "faults (per API request; admin routes are never faulted)"
+    faults = parser.add_argument_group("faults (API requests only, never admin routes)")
+    for flag, parse, field, metavar, text in _FAULT_FLAGS:
+        default = getattr(_DEFAULTS, field)
+        faults.add_argument(
+            flag, type=parse, dest=field, default=default, metavar=metavar, help=text
         )
+    faults.add_argument(
+        "--rate-limit-no-body", action="store_true", help="send 429 without a body"
+    )
+    faults.add_argument(
+        "--no-retry-after", action="store_true", help="send no Retry-After header"
     )
     return parser
 
@@ -85,16 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _server_flags(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
     add("--host", default="127.0.0.1", help="address to bind")
-    add(
-        "--port",
-        type=_integer(0),
-        default=8080,
-        help="port to bind; 0 picks a free one",
-    )
+    add("--port", type=_integer(0), default=8080, help="0 picks a free port")
     add(
         "--token",
         default=argparse.SUPPRESS,  # never show a token in --help
-        help="accepted bearer token (default: $QODER_PAT; with neither, one is made up and printed)",
+        help="accepted bearer token (default: $QODER_PAT, else one is made up and printed)",
     )
     add(
         "--forbidden-token",
@@ -103,14 +135,14 @@ def _server_flags(group: argparse._ArgumentGroup) -> None:
         metavar="TOKEN",
         help="a token answered 403 permission_error (repeatable)",
     )
-    add("--no-unique-names", action="store_true", help="allow duplicate names (no 409)")
-    add("--no-idempotency", action="store_true", help="ignore Idempotency-Key headers")
+    add("--no-unique-names", action="store_true", help="allow duplicate names")
+    add("--no-idempotency", action="store_true", help="ignore Idempotency-Key")
     add(
         "--idempotency-ttl",
         type=_positive,
         default=86400.0,
         metavar="S",
-        help="how long answers are kept for replay",
+        help="how long an answer can be replayed",
     )
     add(
         "--limit-over-max",
@@ -123,134 +155,19 @@ def _server_flags(group: argparse._ArgumentGroup) -> None:
         type=_integer(1),
         default=DEFAULT_MAX_BODY_BYTES,
         metavar="N",
-        help="larger bodies get 400",
+        help="a larger body gets 400",
     )
-    add(
-        "--state",
-        metavar="FILE",
-        default=None,
-        help="JSON state file, loaded at start and saved while running",
-    )
-
-
-def _fault_flags(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add(
-        "--seed",
-        type=int,
-        default=_DEFAULTS.seed,
-        help="seed of the fault dice (same seed, same faults)",
-    )
-    add(
-        "--latency-ms",
-        type=_non_negative,
-        default=_DEFAULTS.latency_ms,
-        metavar="MS",
-        help="added to every request",
-    )
-    add(
-        "--jitter-ms",
-        type=_non_negative,
-        default=_DEFAULTS.jitter_ms,
-        metavar="MS",
-        help="plus uniform 0..MS",
-    )
-    add(
-        "--error-500",
-        type=_probability,
-        default=_DEFAULTS.error_500,
-        metavar="P",
-        help="500 api_error (JSON)",
-    )
-    add(
-        "--error-502",
-        type=_probability,
-        default=_DEFAULTS.error_502,
-        metavar="P",
-        help="502 with an HTML body",
-    )
-    add(
-        "--error-503",
-        type=_probability,
-        default=_DEFAULTS.error_503,
-        metavar="P",
-        help="503 without a body",
-    )
-    add(
-        "--rate-limit",
-        type=_non_negative,
-        default=_DEFAULTS.rate_limit_per_s,
-        metavar="R",
-        help="requests per second (token bucket); 0 = off",
-    )
-    add(
-        "--rate-limit-burst",
-        type=_integer(1),
-        default=_DEFAULTS.rate_limit_burst,
-        metavar="N",
-        help="bucket capacity",
-    )
-    add(
-        "--rate-limit-no-body",
-        action="store_true",
-        help="send 429 without the JSON error body",
-    )
-    add(
-        "--retry-after",
-        type=_non_negative,
-        default=_DEFAULTS.retry_after_s,
-        metavar="S",
-        help="Retry-After on 429/503 (rounded up)",
-    )
-    add("--no-retry-after", action="store_true", help="send no Retry-After header")
-    add(
-        "--reset-before-commit",
-        type=_probability,
-        default=_DEFAULTS.reset_before_commit,
-        metavar="P",
-        help="reset the connection before doing anything",
-    )
-    add(
-        "--reset-after-commit",
-        type=_probability,
-        default=_DEFAULTS.reset_after_commit,
-        metavar="P",
-        help="do the request, then reset the connection",
-    )
-    add(
-        "--slow",
-        type=_probability,
-        default=_DEFAULTS.slow,
-        metavar="P",
-        help="do the request, then wait --slow-s before answering",
-    )
-    add(
-        "--slow-s",
-        type=_non_negative,
-        default=_DEFAULTS.slow_s,
-        metavar="S",
-        help="the wait of a slow answer",
-    )
+    add("--state", metavar="FILE", default=None, help="JSON state file")
 
 
 def config_from(args: argparse.Namespace) -> EmulatorConfig:
     """The ``EmulatorConfig`` the parsed flags describe."""
     plan = FaultPlan(
-        seed=args.seed,
-        latency_ms=args.latency_ms,
-        jitter_ms=args.jitter_ms,
-        error_500=args.error_500,
-        error_502=args.error_502,
-        error_503=args.error_503,
-        rate_limit_per_s=args.rate_limit,
-        rate_limit_burst=args.rate_limit_burst,
-        rate_limit_body=not args.rate_limit_no_body,
-        retry_after_s=None if args.no_retry_after else args.retry_after,
-        reset_before_commit=args.reset_before_commit,
-        reset_after_commit=args.reset_after_commit,
-        slow=args.slow,
-        slow_s=args.slow_s,
+        **{field: getattr(args, field) for _, _, field, _, _ in _FAULT_FLAGS}
     )
+    plan.rate_limit_body = not args.rate_limit_no_body
+    if args.no_retry_after:
+        plan.retry_after_s = None
     return EmulatorConfig(
         token=getattr(args, "token", None) or os.environ.get("QODER_PAT") or None,
         forbidden_tokens=frozenset(args.forbidden_token),

@@ -95,13 +95,15 @@ class Emulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopping.set()
-        if self._saver is not None:
-            await self._saver
-            self._saver = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self._stopping.set()  # ends latency and slow waits at once
+        saver, self._saver = self._saver, None
+        runner, self._runner = self._runner, None
+        try:
+            if saver is not None:
+                await saver
+        finally:
+            if runner is not None:
+                await runner.cleanup()
         if self.config.state_path is not None:
             await self._save()
 
@@ -156,11 +158,17 @@ class Emulator:
                     await self._stopping.wait()
             self._ledger.sweep()
             if self._store.dirty or self._ledger.dirty:
-                await self._save()
+                # a failed write is retried next time; the save on stop reports it
+                with contextlib.suppress(OSError):
+                    await self._save()
 
     async def _save(self) -> None:
         path = self.config.state_path
         assert path is not None  # noqa: S101  # only called when a state file is configured
         self._store.dirty = self._ledger.dirty = False
         data = encode_state(self._store.snapshot(), self._ledger.snapshot())
-        await asyncio.to_thread(write_state, path, data)
+        try:
+            await asyncio.to_thread(write_state, path, data)
+        except OSError:
+            self._store.dirty = True
+            raise

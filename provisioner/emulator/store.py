@@ -136,7 +136,9 @@ class Store:
 
     def all_environments(self) -> list[Env]:
         """Every stored environment of every token, oldest first."""
-        envs = [env for scope in self._scopes.values() for env in scope.envs.values()]
+        # list() copies each dict in one step, so a reader in another thread is safe
+        scopes = list(self._scopes.values())
+        envs = [env for scope in scopes for env in list(scope.envs.values())]
         return sorted(envs, key=lambda env: str(env["id"]))
 
     def clear(self) -> None:
