@@ -198,7 +198,14 @@ def _run_load(args: argparse.Namespace, url: str, server_pid: int) -> dict[str, 
     ]  # fmt: skip
     load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     os.sched_setaffinity(load.pid, {args.client_cpu})
-    out, _ = load.communicate(timeout=RUN_TIMEOUT_S)
+    try:
+        out, _ = load.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        load.kill()
+        load.wait()
+        raise SystemExit(
+            f"the load generator did not finish in {RUN_TIMEOUT_S:.0f} s"
+        ) from None
     if load.returncode != 0:
         raise SystemExit(f"the load generator failed with exit code {load.returncode}")
     result: dict[str, Any] = orjson.loads(out)
