@@ -214,7 +214,7 @@ async def statuses(api: Any, count: int) -> list[int | str]:
     return seen
 
 
-SEEDED = {
+SEEDED: dict[str, Any] = {
     "seed": 7,
     "error_500": 0.2,
     "error_502": 0.1,
