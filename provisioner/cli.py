@@ -113,6 +113,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="seconds after a spec's first attempt when no new attempt starts (default %(default)s)",
     )
     add(
+        "--backoff",
+        type=float,
+        default=_env("BACKOFF", _default(pol, "wait_initial_s")),
+        help="seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)",
+    )
+    add(
+        "--backoff-max",
+        type=float,
+        default=_env("BACKOFF_MAX", _default(pol, "wait_max_s")),
+        help="longest backoff between attempts, in seconds (default %(default)s)",
+    )
+    add(
         "--results",
         default=_env("RESULTS", _default(run, "results_path")),
         help="result log, JSON Lines; - for stdout (default %(default)s)",
@@ -254,7 +266,10 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
             grace_s=float(args.grace),
         )
         policy = RetryPolicy(
-            max_attempts=int(args.max_attempts), deadline_s=float(args.deadline)
+            max_attempts=int(args.max_attempts),
+            deadline_s=float(args.deadline),
+            wait_initial_s=float(args.backoff),
+            wait_max_s=float(args.backoff_max),
         )
     for warning in caught:
         print(f"provisioner: warning: {warning.message}", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import IO, Any, Literal
+from typing import Any, BinaryIO, Literal, TextIO
 
 import orjson
 import structlog
@@ -51,7 +51,7 @@ def configure(
     *,
     fmt: LogFormat = "auto",
     level: str = "info",
-    stream: IO[str] | None = None,
+    stream: TextIO | None = None,
     secrets: Iterable[str] = (),
 ) -> None:
     """Configure structlog for the command line (called once, from ``cli.py``)."""
@@ -68,7 +68,8 @@ def configure(
         renderer: Processor = structlog.processors.JSONRenderer(
             serializer=_orjson_dumps
         )
-        factory: Any = structlog.BytesLoggerFactory(file=getattr(out, "buffer", out))
+        binary: BinaryIO = out.buffer
+        factory: Any = structlog.BytesLoggerFactory(file=binary)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         factory = structlog.PrintLoggerFactory(file=out)

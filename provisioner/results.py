@@ -222,9 +222,16 @@ def _parse_record(path: str, line: int, raw: bytes) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ResumeState:
-    """What an earlier run already settled, by spec name."""
+    """What an earlier run already settled, by spec name.
+
+    Attributes:
+        done: name -> status of every settled spec.
+        log_existed: the log was there before this run, so an earlier run of
+            this job may have sent requests whose answers it never recorded.
+    """
 
     done: dict[str, str]
+    log_existed: bool = False
 
     def is_done(self, name: str) -> bool:
         """Whether the spec named ``name`` needs no further request."""
@@ -242,6 +249,7 @@ def prepare_resume(
     the run every spec has exactly one record.
     """
     settled = set(SUCCESS) if retry_failed else {*SUCCESS, "failed"}
+    existed = Path(path).exists()
     last: dict[str, str] = {}
     has_nameless = False
     for _, record in iter_records(path):
@@ -259,7 +267,7 @@ def prepare_resume(
             path,
             keep=lambda r: isinstance(r.get("name"), str) and r["name"] not in redo,
         )
-    return ResumeState(done=done)
+    return ResumeState(done=done, log_existed=existed)
 
 
 def _rewrite(path: str, *, keep: Callable[[dict[str, Any]], bool]) -> None:

@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from provisioner.errors import ApiError, ConfigError, RetryableApiError, TransportError
 
+THROTTLED = 429
 Sleep = Callable[[float], Awaitable[None]]
 OnRetry = Callable[[BaseException, int, float], None]
 
@@ -57,7 +58,7 @@ class RetryBudget:
     """A run-wide token bucket that pays for retries (AWS SDK standard mode).
 
     A retry costs ``retry_cost`` tokens (``timeout_cost`` after a timeout or
-    reset); a first-attempt success earns ``success_reward``, and a success after
+    reset, nothing after a 429); a first-attempt success earns ``success_reward``, and a success after
     retries refunds what its last retry cost. With no tokens left, errors are no
     longer retried.
     """
@@ -74,7 +75,13 @@ class RetryBudget:
         self.tokens = self.capacity
 
     def cost_of(self, exc: BaseException) -> int:
-        """What retrying after ``exc`` costs."""
+        """What retrying after ``exc`` costs.
+
+        A 429 costs nothing: the server is pacing us, not failing, and the wait it
+        asks for is honoured; attempts and the deadline still bound it.
+        """
+        if isinstance(exc, ApiError) and exc.status == THROTTLED:
+            return 0
         return self.timeout_cost if isinstance(exc, TransportError) else self.retry_cost
 
     def withdraw(self, cost: int) -> bool:
@@ -119,6 +126,8 @@ class RetryPolicy:
             )
         if self.deadline_s <= 0:
             raise ConfigError(f"--deadline must be positive, got {self.deadline_s}")
+        if self.wait_initial_s < 0 or self.wait_max_s < 0:
+            raise ConfigError("--backoff and --backoff-max must be 0 or more")
         if not 0 <= self.jitter <= 1:
             raise ConfigError(f"jitter must be between 0 and 1, got {self.jitter}")
 
@@ -136,6 +145,7 @@ class RetryPolicy:
         budget: RetryBudget,
         is_stopping: Callable[[], bool] = lambda: False,
         on_retry: OnRetry | None = None,
+        sleep: Sleep | None = None,
     ) -> AsyncRetrying:
         """A tenacity controller for one logical request.
 
@@ -143,9 +153,11 @@ class RetryPolicy:
             budget: the run's shared retry budget.
             is_stopping: ``True`` once the run drains; no new attempt starts then.
             on_retry: called with (error, attempt, wait_s) before each wait.
+            sleep: waits instead of the policy's own ``sleep`` (the runner's
+                version wakes early when the run drains).
         """
         return AsyncRetrying(
-            sleep=self.sleep,
+            sleep=sleep or self.sleep,
             stop=self._stop(is_stopping),
             wait=self._wait,
             retry=_retry_predicate(budget),

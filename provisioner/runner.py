@@ -82,6 +82,10 @@ class Summary:
         }
 
 
+class _DrainedError(Exception):
+    """A retry that the drain cut short: the spec stays unsettled, with no record."""
+
+
 @dataclass(slots=True)
 class _Attempts:
     """What one spec's requests have seen so far."""
@@ -135,12 +139,14 @@ class Runner:
         self._items: Iterator[Spec | InvalidSpec] = iter(())
         self._scope: anyio.CancelScope | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._stopped: anyio.Event | None = None
         self.summary = Summary()
         self.is_stopping = False
 
     async def run(self, items: Iterable[Spec | InvalidSpec]) -> Summary:
         """Process every item (or until stopped) and return the summary."""
         self._items = iter(items)
+        self._stopped = anyio.Event()
         start = anyio.current_time()
         try:
             async with anyio.create_task_group() as group:
@@ -160,6 +166,8 @@ class Runner:
             return
         self.is_stopping = True
         self.summary.stopped_by = self.summary.stopped_by or reason
+        if self._stopped is not None:
+            self._stopped.set()
         log.info("run.draining", reason=reason, grace_s=self._settings.grace_s)
         loop = asyncio.get_running_loop()
         self._grace_timer = loop.call_later(self._settings.grace_s, self.abort)
@@ -213,13 +221,36 @@ class Runner:
             self.stop(reason=f"authentication failed (HTTP {exc.status})")
             return self._failed(spec, tries, exc)
         except Exception as exc:  # noqa: BLE001 - the per-spec error boundary
-            if self.is_stopping and decide(exc).retry:
+            if isinstance(exc, _DrainedError) or (
+                self.is_stopping and decide(exc).retry
+            ):
                 return None  # cut short by the drain: unsettled, so no record
             return self._failed(spec, tries, exc)
-        log.debug(
-            "env.created", name=spec.name, env_id=created.env_id, attempts=tries.count
-        )
-        return self._result(spec, tries, "created", env_id=created.env_id)
+        return self._on_created(spec, tries, created)
+
+    def _on_created(self, spec: Spec, tries: _Attempts, created: Created) -> Result:
+        status = self._replay_status(created, tries)
+        if status == "exists" and self._settings.on_conflict == "fail":
+            existed = ConflictError(
+                f"environment {spec.name!r} already exists (an earlier job created it)",
+                reason="name",
+                status=created.http_status,
+                error_type="conflict_error",
+            )
+            return self._failed(spec, tries, existed, env_id=created.env_id)
+        log.debug(f"env.{status}", name=spec.name, env_id=created.env_id)
+        return self._result(spec, tries, status, env_id=created.env_id)
+
+    def _replay_status(self, created: Created, tries: _Attempts) -> Status:
+        """``created``, unless the server replayed a create that predates this job.
+
+        A replay answers a key sent before: by a lost attempt of this run, or by an
+        interrupted earlier run of this job (its result log exists). Otherwise the
+        same spec was created by another, finished job: it was there before.
+        """
+        if not created.is_replay or tries.ambiguous_since or self._resume.log_existed:
+            return "created"
+        return "exists"
 
     def _send_create(
         self, spec: Spec, tries: _Attempts
@@ -240,6 +271,7 @@ class Runner:
             on_retry=lambda exc, attempt, wait_s: self._on_retry(
                 spec, tries, exc, attempt, wait_s
             ),
+            sleep=self._sleep,
         )
         async for attempt in retrying:
             with attempt:
@@ -249,7 +281,23 @@ class Runner:
         )
         return answer
 
+    async def _sleep(self, seconds: float) -> None:
+        """The policy's backoff wait, cut short when the run starts draining."""
+        assert self._stopped is not None  # noqa: S101 - set by run()
+        stopped = self._stopped
+        async with anyio.create_task_group() as group:
+
+            async def wake_on_stop() -> None:
+                await stopped.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(wake_on_stop)
+            await self._policy.sleep(seconds)
+            group.cancel_scope.cancel()
+
     async def _attempt(self, tries: _Attempts, send: Callable[[], Awaitable[T]]) -> T:
+        if tries.count and self.is_stopping:
+            raise _DrainedError
         await self._limiter.acquire()
         tries.count += 1
         self.summary.requests += 1

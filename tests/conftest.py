@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import os
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+)
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+import structlog
 from multidict import CIMultiDictProxy
 
 from provisioner.emulator import Emulator, EmulatorConfig
+from provisioner.retry import RetryPolicy
 
 TEST_TOKEN = "pt-test-token"
 CLOUD = {"type": "cloud"}
@@ -124,3 +136,122 @@ def assert_error(
     assert body["error"].get("param") == param
     error: dict[str, Any] = body["error"]
     return error
+
+
+# --- run-path fixtures -------------------------------------------------------
+
+
+class ThreadedEmulator:
+    """An in-process emulator on its own thread and loop, for synchronous CLI tests.
+
+    ``provisioner.cli.main`` runs its own event loop, so the server it talks to
+    cannot live on the test's loop; here it gets a loop of its own.
+    """
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self._config = config
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.emulator: Emulator | None = None
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with Emulator(self._config) as emulator:
+            self.emulator = emulator
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> Emulator:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("emulator did not start")
+        assert self.emulator is not None
+        return self.emulator
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def make_live_emulator() -> Iterator[Callable[..., Emulator]]:
+    """Factory: a threaded emulator with the given EmulatorConfig fields."""
+    with contextlib.ExitStack() as stack:
+
+        def make(**config: Any) -> Emulator:
+            config.setdefault("token", TEST_TOKEN)
+            return stack.enter_context(ThreadedEmulator(EmulatorConfig(**config)))
+
+        yield make
+
+
+@pytest.fixture
+def live_emulator(make_live_emulator: Callable[..., Emulator]) -> Emulator:
+    """A threaded emulator with default switches, for tests that call ``main()``."""
+    return make_live_emulator()
+
+
+@pytest.fixture
+def write_jobs(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: write specs to a job file and return its path.
+
+    ``write_jobs(specs)`` writes JSONL; ``write_jobs(text, name="x.yaml")`` writes text.
+    """
+
+    def write(content: list[dict[str, Any]] | str, *, name: str = "jobs.jsonl") -> Path:
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(b"".join(orjson.dumps(spec) + b"\n" for spec in content))
+        return path
+
+    return write
+
+
+def make_specs(count: int, *, prefix: str = "team") -> list[dict[str, Any]]:
+    """``count`` distinct valid specs."""
+    return [
+        {
+            "name": f"{prefix}-{i:05d}",
+            "config": {"type": "cloud", "networking": {"type": "unrestricted"}},
+            "metadata": {"team": f"{prefix}-{i}"},
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def fast_policy() -> RetryPolicy:
+    """A retry policy that never really sleeps."""
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    return RetryPolicy(
+        max_attempts=8, wait_initial_s=0.0, wait_max_s=0.0, sleep=no_sleep
+    )
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event emitted during the test, as dicts."""
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean environment for in-process CLI runs: the test token, no PROVISIONER_* leftovers."""
+    for key in list(os.environ):
+        if key.startswith("PROVISIONER_") or key in {"QODER_API_URL", "QODER_BASE_URL"}:
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("QODER_PAT", TEST_TOKEN)

@@ -162,3 +162,11 @@ def test_impossible_policies_are_refused(kwargs: dict[str, float]) -> None:
     """A policy that could never work raises at construction."""
     with pytest.raises(ConfigError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_throttling_retries_are_free_but_outages_are_not() -> None:
+    """A 429 draws nothing from the budget; 5xx and resets do."""
+    budget = RetryBudget()
+    assert budget.cost_of(api_error(RetryableApiError, 429)) == 0
+    assert budget.cost_of(api_error(RetryableApiError, 503)) == 5
+    assert budget.cost_of(TransportError("reset", is_ambiguous=True)) == 10
