@@ -17,7 +17,7 @@ install: $(STAMP)
 
 demo: install
 	rm -f demo-results.jsonl
-	$(BIN)/provisioner run jobs/demo-onboarding.jsonl jobs/mixed-networking.yaml \
+	$(BIN)/provisioner run jobs/demo-onboarding.jsonl jobs/mixed-networking.yaml jobs/platform-teams.json \
 		--sandbox --results demo-results.jsonl --summary demo-summary.json
 
 test: install

@@ -1,0 +1,168 @@
+"""The command line as users type it: validate, usage errors, and the emulator command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from provisioner.cli import ExitCode, main
+from tests.conftest import TEST_TOKEN, make_specs
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+
+def test_validate_lists_every_error_with_file_line_and_field(write_jobs, capsys):
+    """`validate` prints one located line per error and exits 2."""
+    specs: list = make_specs(3)
+    specs[1]["config"]["networking"] = "unrestricted"
+    specs[2]["metdata"] = {}
+    jobs = write_jobs(specs)
+    assert main(["validate", str(jobs)]) == ExitCode.USAGE
+    err = capsys.readouterr().err.splitlines()
+    assert f"{jobs}:2: config.networking: expected an object, got string" in err
+    assert f"{jobs}:3: metdata: unknown field" in err
+    assert err[-1] == "provisioner: 2 of 3 specs are invalid (2 errors)"
+
+
+def test_validate_accepts_a_valid_file(write_jobs, capsys):
+    """A valid file passes with a one-line confirmation on stdout."""
+    assert main(["validate", str(write_jobs(make_specs(4)))]) == ExitCode.OK
+    assert capsys.readouterr().out == "ok: 4 specs are valid\n"
+
+
+def test_a_missing_job_file_is_a_usage_error(tmp_path, capsys):
+    """A job file that does not exist exits 2 with one line naming it."""
+    missing = tmp_path / "nope.jsonl"
+    assert main(["run", str(missing), "--sandbox"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert err.count("\n") == 1
+
+
+def test_no_token_is_a_usage_error(write_jobs, monkeypatch, capsys):
+    """Without QODER_PAT or --token-file the run refuses to start."""
+    monkeypatch.delenv("QODER_PAT")
+    assert main(["run", str(write_jobs(make_specs(1)))]) == ExitCode.USAGE
+    assert "no API token: set QODER_PAT or pass --token-file" in capsys.readouterr().err
+
+
+def test_token_file_is_read(live_emulator, write_jobs, tmp_path, monkeypatch):
+    """--token-file supplies the token instead of the environment."""
+    monkeypatch.delenv("QODER_PAT")
+    token_file = tmp_path / "token"
+    token_file.write_text(TEST_TOKEN + "\n")
+    code = main(
+        [
+            "run",
+            str(write_jobs(make_specs(2))),
+            "--api-url",
+            live_emulator.url,
+            "--token-file",
+            str(token_file),
+            "--results",
+            str(tmp_path / "r.jsonl"),
+        ]
+    )
+    assert code == ExitCode.OK
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--concurrency", "0"],
+        ["--rate", "-1"],
+        ["--max-attempts", "0"],
+        ["--timeout", "0"],
+    ],
+)
+def test_impossible_settings_exit_2(write_jobs, capsys, flags):
+    """A setting that cannot work is refused with one line and exit 2."""
+    assert (
+        main(["run", str(write_jobs(make_specs(1))), "--sandbox", *flags])
+        == ExitCode.USAGE
+    )
+    assert capsys.readouterr().err.startswith("provisioner: error:")
+
+
+def test_sandbox_runs_a_job_without_any_token(write_jobs, tmp_path, monkeypatch):
+    """--sandbox needs no token: it starts its own emulator."""
+    monkeypatch.delenv("QODER_PAT")
+    results = tmp_path / "r.jsonl"
+    assert (
+        main(
+            [
+                "run",
+                str(write_jobs(make_specs(3))),
+                "--sandbox",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    assert len(results.read_text().splitlines()) == 3
+
+
+def test_env_vars_set_flag_defaults(live_emulator, write_jobs, tmp_path, monkeypatch):
+    """PROVISIONER_* variables and QODER_API_URL stand in for flags."""
+    results = tmp_path / "from-env.jsonl"
+    monkeypatch.setenv("QODER_API_URL", live_emulator.url)
+    monkeypatch.setenv("PROVISIONER_RESULTS", str(results))
+    monkeypatch.setenv("PROVISIONER_CONCURRENCY", "2")
+    assert main(["run", str(write_jobs(make_specs(3)))]) == 0
+    assert len(results.read_text().splitlines()) == 3
+    assert live_emulator.stats()["max_in_flight"] <= 2
+
+
+async def test_provisioner_emulator_serves_until_sigterm(tmp_path):
+    """`provisioner emulator --port 0` prints its URL, serves the API, and stops on SIGTERM."""
+    env = {**os.environ, "QODER_PAT": TEST_TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provisioner",
+        "emulator",
+        "--port",
+        "0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+    url = next(w for w in line.split() if w.startswith("http://"))
+    assert TEST_TOKEN not in line
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
+        async with session.get(f"{url}/environments", headers=headers) as resp:
+            assert resp.status == 200
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+def test_version_is_printed(capsys):
+    """--version names the package version."""
+    from provisioner import __version__
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"provisioner {__version__}"
+
+
+def test_every_run_flag_is_in_the_readme():
+    """The README documents every flag of `provisioner run`."""
+    from provisioner.cli import build_parser
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    for action in run._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert f"`{flag}" in readme or f"/ `{flag}" in readme, flag

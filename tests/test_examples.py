@@ -1,0 +1,60 @@
+"""Every example job file in jobs/ validates as documented and runs against the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from provisioner.cli import main
+
+JOBS = Path(__file__).parent.parent / "jobs"
+VALID = sorted(p for p in JOBS.iterdir() if p.name != "with-mistakes.jsonl")
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+
+def test_jobs_folder_has_the_documented_examples():
+    """The README's examples exist."""
+    names = {p.name for p in JOBS.iterdir()}
+    assert {
+        "demo-onboarding.jsonl",
+        "mixed-networking.yaml",
+        "platform-teams.json",
+        "with-mistakes.jsonl",
+    } <= names
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_each_valid_example_validates(path, capsys):
+    """Every example except the one with deliberate mistakes is valid."""
+    assert main(["validate", str(path)]) == 0
+
+
+def test_the_mistakes_example_is_refused(capsys):
+    """with-mistakes.jsonl is refused with located errors."""
+    assert main(["validate", str(JOBS / "with-mistakes.jsonl")]) == 2
+    assert "with-mistakes.jsonl:2: config.networking" in capsys.readouterr().err
+
+
+def test_all_valid_examples_run_together(live_emulator, tmp_path):
+    """The valid examples create every environment in one run (what `make demo` does)."""
+    results = tmp_path / "r.jsonl"
+    code = main(
+        [
+            "run",
+            *map(str, VALID),
+            "--api-url",
+            live_emulator.url,
+            "--rate",
+            "0",
+            "--results",
+            str(results),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    log = [orjson.loads(x) for x in results.read_bytes().splitlines()]
+    assert {r["status"] for r in log} == {"created"}
+    assert len(log) == len(live_emulator.environments())
