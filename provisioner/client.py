@@ -253,17 +253,20 @@ def translate_error(
     return ApiError(message, **fields)
 
 
+_IN_FLIGHT_WORDS = ("progress", "flight", "process", "concurrent", "pending", "retry")
+_KEY_MISUSE_WORDS = ("different", "mismatch", "reused", "does not match")
+
+
 def _conflict(message: str, fields: dict[str, Any]) -> ApiError:
-    # 409 means three things here; only the message tells them apart.
+    # 409 means three things here; only the message tells them apart: a key
+    # still in flight (retry later), a key reused with another body, or a name.
     text = message.lower()
-    if "idempotency" in text or "idempotent" in text:
-        if any(
-            word in text
-            for word in ("in progress", "in flight", "processing", "concurrent")
-        ):
-            return RetryableApiError(message, **fields)
-        return ConflictError(message, reason="idempotency", **fields)
-    return ConflictError(message, reason="name", **fields)
+    if "idempot" not in text:
+        return ConflictError(message, reason="name", **fields)
+    is_misuse = any(word in text for word in _KEY_MISUSE_WORDS)
+    if not is_misuse and any(word in text for word in _IN_FLIGHT_WORDS):
+        return RetryableApiError(message, **fields)
+    return ConflictError(message, reason="idempotency", **fields)
 
 
 def _error_fields(status: int, payload: object, raw: bytes) -> tuple[str, str]:

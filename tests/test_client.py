@@ -132,6 +132,26 @@ async def test_a_slow_answer_is_an_ambiguous_timeout(emulator):
     assert caught.value.is_ambiguous
 
 
+def test_409s_are_told_apart_by_their_message() -> None:
+    """Name conflicts, key reuse and keys in flight are three different outcomes."""
+
+    def conflict(message: str) -> ApiError:
+        body = orjson.dumps(
+            {"type": "error", "error": {"type": "conflict_error", "message": message}}
+        )
+        return translate_error(409, orjson.loads(body), body, CIMultiDict())
+
+    assert conflict("An environment named 'a' already exists").reason == "name"  # type: ignore[attr-defined]
+    reused = conflict("Idempotency key reused with a different request body")
+    assert isinstance(reused, ConflictError)
+    assert reused.reason == "idempotency"
+    for text in (
+        "A request with this Idempotency-Key is still in progress; retry later",
+        "Another request with the same idempotency key is being processed",
+    ):
+        assert type(conflict(text)) is RetryableApiError
+
+
 @pytest.mark.parametrize(
     ("status", "body", "headers", "cls", "error_type"),
     [
