@@ -14,17 +14,18 @@ import signal
 import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
 import structlog
 
-from provisioner import __version__, log
+from provisioner import log
 from provisioner.client import ApiClient, open_session
 from provisioner.errors import ProvisionerError, SpecError
+from provisioner.options import build_parser
 from provisioner.progress import ProgressBar
 from provisioner.ratelimit import make_limiter
 from provisioner.results import ResultSink, ResumeState, prepare_resume, set_aside
@@ -43,171 +44,6 @@ class ExitCode(IntEnum):
     INTERRUPTED = (
         130  # SIGINT or SIGTERM; the result log is consistent: re-run to resume
     )
-
-
-def _default(cls: Any, name: str) -> Any:
-    """The dataclass default of ``cls.name``: defaults live in settings.py only."""
-    for f in fields(cls):
-        if f.name == name and f.default is not MISSING:
-            return f.default
-    raise KeyError(name)
-
-
-def _env(name: str, default: Any) -> Any:
-    return os.environ.get(f"PROVISIONER_{name}", default)
-
-
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    run, pol = RunSettings, RetryPolicy
-    add = p.add_argument
-    add(
-        "jobs",
-        nargs="+",
-        metavar="JOB",
-        help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
-    )
-    add(
-        "--api-url",
-        default=None,
-        help="API base URL (env QODER_API_URL or QODER_BASE_URL; "
-        f"default {_default(ApiSettings, 'base_url')})",
-    )
-    add(
-        "--token-file",
-        default=_env("TOKEN_FILE", None),
-        help="read the token from this file instead of $QODER_PAT (env PROVISIONER_TOKEN_FILE)",
-    )
-    add(
-        "--sandbox",
-        action="store_true",
-        help="run against an emulator started in-process, with a throwaway token",
-    )
-    add(
-        "--concurrency",
-        type=int,
-        default=_env("CONCURRENCY", _default(run, "concurrency")),
-        help="requests in flight at most (default %(default)s)",
-    )
-    add(
-        "--rate",
-        type=float,
-        default=_env("RATE", _default(run, "rate_per_s")),
-        help="requests per second at most; 0 = unlimited (default %(default)s)",
-    )
-    add(
-        "--timeout",
-        type=float,
-        default=_env("TIMEOUT", _default(ApiSettings, "timeout_s")),
-        help="seconds per request (default %(default)s)",
-    )
-    add(
-        "--max-attempts",
-        type=int,
-        default=_env("MAX_ATTEMPTS", _default(pol, "max_attempts")),
-        help="attempts per request, the first included (default %(default)s)",
-    )
-    add(
-        "--deadline",
-        type=float,
-        default=_env("DEADLINE", _default(pol, "deadline_s")),
-        help="seconds after a spec's first attempt when no new attempt starts (default %(default)s)",
-    )
-    add(
-        "--backoff",
-        type=float,
-        default=_env("BACKOFF", _default(pol, "wait_initial_s")),
-        help="seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)",
-    )
-    add(
-        "--backoff-max",
-        type=float,
-        default=_env("BACKOFF_MAX", _default(pol, "wait_max_s")),
-        help="longest backoff between attempts, in seconds (default %(default)s)",
-    )
-    add(
-        "--results",
-        default=_env("RESULTS", _default(run, "results_path")),
-        help="result log, JSON Lines; - for stdout (default %(default)s)",
-    )
-    add(
-        "--summary",
-        default=_env("SUMMARY", None),
-        help="also write the run summary as JSON to this file",
-    )
-    add(
-        "--skip-invalid",
-        action="store_true",
-        default=_env("SKIP_INVALID", "") == "1",
-        help="record invalid specs as 'invalid' and run the rest",
-    )
-    add(
-        "--on-conflict",
-        choices=["exists", "fail"],
-        default=_env("ON_CONFLICT", _default(run, "on_conflict")),
-        help="a name that already exists is 'exists' or a failure (default %(default)s)",
-    )
-    add(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=_default(run, "resume"),
-        help="skip specs the result log already has as created/exists (default on)",
-    )
-    add(
-        "--retry-failed",
-        action=argparse.BooleanOptionalAction,
-        default=_default(run, "retry_failed"),
-        help="on resume, try failed specs again (default on)",
-    )
-    add(
-        "--grace",
-        type=float,
-        default=_env("GRACE", _default(run, "grace_s")),
-        help="seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)",
-    )
-    add(
-        "--log-format",
-        choices=["auto", "console", "json"],
-        default=_env("LOG_FORMAT", "auto"),
-        help="console on a terminal, JSON otherwise (default %(default)s)",
-    )
-    add(
-        "--log-level",
-        default=_env("LOG_LEVEL", "info"),
-        help="debug, info, warning or error (default %(default)s)",
-    )
-    add(
-        "--no-progress", action="store_true", help="no progress bar, even on a terminal"
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``provisioner`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="provisioner",
-        description="Create Qoder Cloud Agents Environments in bulk.",
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"provisioner {__version__}"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser(
-        "run",
-        help="create every environment of the job files",
-        description="Validate job files, then create their environments concurrently, writing one result record per spec.",
-    )
-    _add_run_flags(run)
-    validate = sub.add_parser(
-        "validate",
-        help="check job files without sending anything",
-        description="Check every spec of the job files; list every error with file, line and field.",
-    )
-    validate.add_argument("jobs", nargs="+", metavar="JOB")
-    sub.add_parser(
-        "emulator",
-        help="serve a local emulator of the Environments API (see: provisioner emulator --help)",
-        add_help=False,
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
