@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from provisioner import sources
+from provisioner import jsonarray, sources
 from provisioner.errors import SourceError
 from provisioner.sources import InvalidSpec, JobFiles, ScanReport, Spec, scan
 from provisioner.spec import HOST_REASON, spec_key
@@ -180,7 +180,7 @@ def test_json_array_reads_the_same_whatever_the_chunk_size(
     bodies[3:3] = [12345678901234, 1.5e10, -0.25, True, None, "long string " * 40]
     text = json.dumps(bodies, indent=2)
     path = write("a.json", text)
-    monkeypatch.setattr(sources, "CHUNK_CHARS", chunk_chars)
+    monkeypatch.setattr(jsonarray, "CHUNK_CHARS", chunk_chars)
     items = read(path)
     element_start = re.compile(r"^  [^ }\]]")
     lines = text.splitlines()
@@ -229,8 +229,8 @@ def test_a_runaway_json_element_is_a_source_error(
 ) -> None:
     """An element that never ends (a lost quote) stops reading instead of filling memory."""
     path = write("a.json", '[\n{"name": "a", "description": "' + "x" * 500)
-    monkeypatch.setattr(sources, "CHUNK_CHARS", 16)
-    monkeypatch.setattr(sources, "MAX_ELEMENT_CHARS", 100)
+    monkeypatch.setattr(jsonarray, "CHUNK_CHARS", 16)
+    monkeypatch.setattr(jsonarray, "MAX_ELEMENT_CHARS", 100)
     with pytest.raises(SourceError, match="an element over 100 characters") as caught:
         read(path)
     assert caught.value.line == 2
