@@ -282,9 +282,16 @@ def _report(summary: Summary, settings: RunSettings, report: ScanReport) -> None
             "not_started": not_started,
             "results": settings.results_path,
         }
-        Path(settings.summary_path).write_bytes(
-            orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
-        )
+        try:
+            Path(settings.summary_path).write_bytes(
+                orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+            )
+        except OSError as exc:
+            # The run is done and its log is complete: say so, do not crash.
+            print(
+                f"provisioner: warning: cannot write summary {settings.summary_path}: {exc.strerror}",
+                file=sys.stderr,
+            )
 
 
 def _exit_code(summary: Summary) -> int:
