@@ -18,7 +18,8 @@ install: $(STAMP)
 demo: install
 	rm -f demo-results.jsonl
 	$(BIN)/provisioner run jobs/demo-onboarding.jsonl jobs/mixed-networking.yaml jobs/platform-teams.json \
-		--sandbox --results demo-results.jsonl --summary demo-summary.json
+		--sandbox --sandbox-faults error_502=0.03,error_503=0.05,reset_after_commit=0.03,latency_ms=20,jitter_ms=30,seed=7 \
+		--results demo-results.jsonl --summary demo-summary.json
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term

@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
 
 from provisioner import log
 from provisioner.client import ApiClient, open_session
-from provisioner.errors import ProvisionerError, SpecError
+from provisioner.errors import ConfigError, ProvisionerError, SpecError
 from provisioner.options import build_parser
 from provisioner.progress import ProgressBar
 from provisioner.ratelimit import make_limiter
@@ -153,7 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             api=api,
             settings=settings,
             policy=policy,
-            sandbox=bool(args.sandbox),
+            sandbox=_sandbox_faults(args.sandbox_faults) if args.sandbox else None,
             show_progress=not args.no_progress and args.log_format != "json",
         )
         summary = asyncio.run(_run(plan, files, report, resume))
@@ -183,7 +183,7 @@ class _Plan:
     api: ApiSettings
     settings: RunSettings
     policy: RetryPolicy
-    sandbox: bool
+    sandbox: dict[str, Any] | None  # the fault plan of an in-process emulator, if any
     show_progress: bool
 
 
@@ -220,20 +220,42 @@ async def _run(
 
 
 @contextlib.asynccontextmanager
-async def _api_target(api: ApiSettings, *, sandbox: bool) -> AsyncIterator[ApiSettings]:
+async def _api_target(
+    api: ApiSettings, *, sandbox: dict[str, Any] | None
+) -> AsyncIterator[ApiSettings]:
     """The API to talk to: the configured one, or an in-process emulator."""
-    if not sandbox:
+    if sandbox is None:
         yield api
         return
-    from provisioner.emulator import Emulator, EmulatorConfig  # noqa: PLC0415 - only --sandbox needs it
+    from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan  # noqa: PLC0415 - only --sandbox needs it
 
-    async with Emulator(EmulatorConfig(token=api.token.reveal())) as emulator:
+    config = EmulatorConfig(token=api.token.reveal(), faults=FaultPlan(**sandbox))
+    async with Emulator(config) as emulator:
         structlog.get_logger("provisioner.cli").info(
             "sandbox.started", api_url=emulator.url
         )
         yield ApiSettings(
             token=api.token, base_url=emulator.url, timeout_s=api.timeout_s
         )
+
+
+def _sandbox_faults(text: str | None) -> dict[str, Any]:
+    """``error_503=0.05,seed=7`` -> checked fault-plan fields for the sandbox."""
+    from provisioner.emulator import FaultPlan  # noqa: PLC0415 - only --sandbox needs it
+
+    fields: dict[str, Any] = {}
+    for item in filter(None, (text or "").split(",")):
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--sandbox-faults: expected name=value, got {item!r}")
+        try:
+            fields[name.strip()] = orjson.loads(raw.strip())
+        except orjson.JSONDecodeError:
+            fields[name.strip()] = raw.strip()
+    try:
+        return FaultPlan.check(fields)
+    except ValueError as exc:
+        raise ConfigError(f"--sandbox-faults: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -86,6 +86,12 @@ _VALUE_FLAGS: tuple[tuple[str, type, Any, str], ...] = (
         "result log, JSON Lines; - for stdout (default %(default)s)",
     ),
     ("--summary", str, None, "also write the run summary as JSON to this file"),
+    (
+        "--sandbox-faults",
+        str,
+        None,
+        "with --sandbox: faults for the emulator, e.g. error_503=0.05,reset_after_commit=0.02,latency_ms=20,seed=7",
+    ),
     ("--token-file", str, None, "read the token from this file instead of $QODER_PAT"),
     ("--log-level", str, "info", "debug, info, warning or error (default %(default)s)"),
 )

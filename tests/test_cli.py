@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from provisioner.cli import ExitCode, main
@@ -166,3 +167,42 @@ def test_every_run_flag_is_in_the_readme():
         for flag in action.option_strings:
             if flag.startswith("--") and flag != "--help":
                 assert f"`{flag}" in readme or f"/ `{flag}" in readme, flag
+
+
+def test_sandbox_faults_are_retried_and_each_spec_created_once(write_jobs, tmp_path):
+    """--sandbox-faults makes the sandbox misbehave; the run still creates every spec once."""
+    results = tmp_path / "r.jsonl"
+    faults = "error_503=0.2,reset_after_commit=0.1,retry_after_s=null,seed=5"
+    argv = [
+        "run",
+        str(write_jobs(make_specs(30))),
+        "--sandbox",
+        "--sandbox-faults",
+        faults,
+        "--backoff",
+        "0",
+        "--rate",
+        "0",
+        "--max-attempts",
+        "20",
+        "--results",
+        str(results),
+    ]
+    assert main(argv) == ExitCode.OK
+    log = [orjson.loads(x) for x in results.read_bytes().splitlines()]
+    assert {r["status"] for r in log} == {"created"}
+    assert len({r["id"] for r in log}) == 30
+    assert max(r["attempts"] for r in log) > 1
+
+
+def test_bad_sandbox_faults_are_a_usage_error(write_jobs, capsys):
+    """An unknown fault name is refused before anything runs."""
+    argv = [
+        "run",
+        str(write_jobs(make_specs(1))),
+        "--sandbox",
+        "--sandbox-faults",
+        "bogus=1",
+    ]
+    assert main(argv) == ExitCode.USAGE
+    assert "--sandbox-faults: bogus" in capsys.readouterr().err
