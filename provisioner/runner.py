@@ -296,9 +296,13 @@ class Runner:
             group.cancel_scope.cancel()
 
     async def _attempt(self, tries: _Attempts, send: Callable[[], Awaitable[T]]) -> T:
-        if tries.count and self.is_stopping:
+        # A request not yet sent when the run stops is not "in flight": drop it
+        # (no record; a later run sends it).
+        if self.is_stopping:
             raise _DrainedError
         await self._limiter.acquire()
+        if self.is_stopping:
+            raise _DrainedError
         tries.count += 1
         self.summary.requests += 1
         sent_at = self._clock()
@@ -343,9 +347,11 @@ class Runner:
 
     async def _on_name_conflict(
         self, spec: Spec, tries: _Attempts, exc: ConflictError
-    ) -> Result:
+    ) -> Result | None:
         try:
             env = await self._names.find(spec.name)
+        except _DrainedError:
+            return None
         except Exception as lookup:  # noqa: BLE001 - still part of the per-spec boundary
             log.warning(
                 "env.lookup_failed", name=spec.name, error_type=_error_type(lookup)

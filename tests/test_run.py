@@ -299,6 +299,20 @@ def test_a_401_stops_the_run_with_a_clear_message(
     assert all(r["error"]["type"] == "authentication_error" for r in records(results))
 
 
+def test_specs_waiting_for_the_rate_limit_are_not_sent_after_a_401(
+    live_emulator, write_jobs, tmp_path, monkeypatch
+):
+    """Workers queued on the rate limiter drop their specs once a 401 stops the run."""
+    monkeypatch.setenv("QODER_PAT", "pt-wrong")
+    results = tmp_path / "r.jsonl"
+    code = run(
+        live_emulator, write_jobs(make_specs(50)), "--results", results, "--rate", "20"
+    )
+    assert code == 1
+    assert live_emulator.stats()["requests"] <= 2
+    assert len(records(results)) == live_emulator.stats()["requests"]
+
+
 def test_invalid_files_are_refused_with_every_error_and_nothing_sent(
     live_emulator, write_jobs, tmp_path, capsys
 ):
