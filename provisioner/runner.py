@@ -255,12 +255,29 @@ class Runner:
     def _send_create(
         self, spec: Spec, tries: _Attempts
     ) -> Callable[[], Awaitable[Created]]:
-        def send() -> Awaitable[Created]:
-            return self._client.create(
+        async def send() -> Created:
+            if tries.ambiguous_since is not None:
+                # An earlier attempt may have committed: look before creating
+                # again, for servers that honour neither keys nor unique names.
+                ours = await self._find_ours(spec, tries)
+                if ours is not None:
+                    return ours
+            return await self._client.create(
                 spec.body, idempotency_key=spec.key, attempt=tries.count
             )
 
         return send
+
+    async def _find_ours(self, spec: Spec, tries: _Attempts) -> Created | None:
+        env = await self._names.find(spec.name)
+        if env is None or not created_by_us(
+            env, body=spec.body, first_sent_at=tries.ambiguous_since
+        ):
+            return None
+        log.info("env.found_after_lost_answer", name=spec.name, env_id=env.get("id"))
+        return Created(
+            environment=env, http_status=200, request_id=None, is_replay=True
+        )
 
     async def _with_retries(
         self, tries: _Attempts, spec: Spec | None, send: Callable[[], Awaitable[T]]

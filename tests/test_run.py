@@ -419,3 +419,23 @@ environments:
     assert envs["yaml-a"]["metadata"] == {"owner": "platform"}
     assert envs["yaml-b"]["metadata"] == {"owner": "data"}
     assert envs["yaml-b"]["config"]["networking"]["allowed_hosts"] == ["pypi.org"]
+
+
+def test_lost_answers_on_a_server_without_keys_or_unique_names_create_once(
+    make_live_emulator, write_jobs, tmp_path
+):
+    """With neither idempotency keys nor unique names, a lost answer is found before any retry."""
+    emulator = make_live_emulator(idempotency=False, unique_names=False)
+    emulator.faults.seed = 9
+    emulator.faults.reset_after_commit = 0.3
+    jobs = write_jobs(make_specs(60))
+    results = tmp_path / "r.jsonl"
+    assert (
+        run(emulator, jobs, "--results", results, "--rate", "0", "--max-attempts", "20")
+        == 0
+    )
+    log = records(results)
+    assert Counter(r["status"] for r in log) == {"created": 60}
+    assert emulator.stats()["faults"]["reset_after_commit"] > 0
+    assert set(emulator.creation_counts().values()) == {1}
+    assert {r["id"] for r in log} == {env["id"] for env in emulator.environments()}
