@@ -20,17 +20,28 @@ import tempfile
 import time
 from pathlib import Path
 
-TOKEN = "pt-bench-token"
+TOKEN = "pt-bench-token"  # noqa: S105 - a throwaway token for a local emulator
 
 
 def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioner.emulator", "--port", "0", "--token", TOKEN,
-         "--latency-ms", str(latency_ms), "--no-unique-names"],
+        [
+            sys.executable,
+            "-m",
+            "provisioner.emulator",
+            "--port",
+            "0",
+            "--token",
+            TOKEN,
+            "--latency-ms",
+            str(latency_ms),
+            "--no-unique-names",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
+    if proc.stdout is None:
+        raise RuntimeError("the emulator's stdout is not a pipe")
     line = proc.stdout.readline()
     url = next(word for word in line.split() if word.startswith("http://"))
     return proc, url
@@ -47,16 +58,34 @@ def write_jobs(path: Path, count: int, prefix: str) -> None:
             fh.write(json.dumps(spec) + "\n")
 
 
-def run_cli(url: str, jobs: Path, workdir: Path, *flags: str) -> tuple[dict[str, object], float]:
+def run_cli(
+    url: str, jobs: Path, workdir: Path, *flags: str
+) -> tuple[dict[str, object], float]:
     """Run the CLI; return its summary and the peak RSS (MiB) of the child."""
     summary = workdir / "summary.json"
     results = workdir / f"results-{time.monotonic_ns()}.jsonl"
     env = {**os.environ, "QODER_PAT": TOKEN}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run(
-        [sys.executable, "-m", "provisioner", "run", str(jobs), "--api-url", url,
-         "--results", str(results), "--summary", str(summary), "--log-level", "warning", *flags],
-        env=env, check=True, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "provisioner",
+            "run",
+            str(jobs),
+            "--api-url",
+            url,
+            "--results",
+            str(results),
+            "--summary",
+            str(summary),
+            "--log-level",
+            "warning",
+            *flags,
+        ],
+        env=env,
+        check=True,
+        stdin=subprocess.DEVNULL,
     )
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     data = json.loads(summary.read_text())
@@ -72,9 +101,13 @@ def throughput(url: str, workdir: Path, args: argparse.Namespace) -> None:
     if args.rate:
         ideal = min(ideal, args.rate)
     rate = float(summary["creates_per_s"])  # type: ignore[arg-type]
-    print(f"throughput: {args.specs} specs, concurrency {args.concurrency}, latency {args.latency_ms} ms, "
-          f"rate {'unlimited' if not args.rate else args.rate}")
-    print(f"  achieved {rate:.0f} creates/s; ideal {ideal:.0f}/s; ratio {rate / ideal:.2f}")
+    print(
+        f"throughput: {args.specs} specs, concurrency {args.concurrency}, latency {args.latency_ms} ms, "
+        f"rate {'unlimited' if not args.rate else args.rate}"
+    )
+    print(
+        f"  achieved {rate:.0f} creates/s; ideal {ideal:.0f}/s; ratio {rate / ideal:.2f}"
+    )
 
 
 def memory(url: str, workdir: Path, args: argparse.Namespace) -> None:
