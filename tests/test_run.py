@@ -160,19 +160,22 @@ def test_faults_are_retried_and_every_spec_is_created_once(
     assert {r["id"] for r in log} == {env["id"] for env in emulator.environments()}
 
 
-def test_lost_answers_without_server_idempotency_are_reconciled_as_created(
-    make_live_emulator, write_jobs, tmp_path
+@pytest.mark.parametrize(
+    "switches",
+    [{"idempotency": False}, {"idempotency": False, "unique_names": False}],
+    ids=["no-keys", "no-keys-no-unique-names"],
+)
+def test_lost_answers_on_servers_without_keys_are_created_once(
+    make_live_emulator, write_jobs, tmp_path, switches
 ):
-    """When keys are ignored, a create whose answer was lost is found by name and counted as ours."""
-    emulator = make_live_emulator(idempotency=False)
+    """When keys are ignored (and even names may repeat), a lost create is found by name, not redone."""
+    emulator = make_live_emulator(**switches)
     emulator.faults.seed = 7
     emulator.faults.reset_after_commit = 0.3
     jobs = write_jobs(make_specs(60))
     results = tmp_path / "r.jsonl"
-    assert (
-        run(emulator, jobs, "--results", results, "--rate", "0", "--max-attempts", "20")
-        == 0
-    )
+    flags = ["--results", results, "--rate", "0", "--max-attempts", "20"]
+    assert run(emulator, jobs, *flags) == 0
     log = records(results)
     assert Counter(r["status"] for r in log) == {"created": 60}
     assert emulator.stats()["faults"]["reset_after_commit"] > 0
@@ -419,23 +422,3 @@ environments:
     assert envs["yaml-a"]["metadata"] == {"owner": "platform"}
     assert envs["yaml-b"]["metadata"] == {"owner": "data"}
     assert envs["yaml-b"]["config"]["networking"]["allowed_hosts"] == ["pypi.org"]
-
-
-def test_lost_answers_on_a_server_without_keys_or_unique_names_create_once(
-    make_live_emulator, write_jobs, tmp_path
-):
-    """With neither idempotency keys nor unique names, a lost answer is found before any retry."""
-    emulator = make_live_emulator(idempotency=False, unique_names=False)
-    emulator.faults.seed = 9
-    emulator.faults.reset_after_commit = 0.3
-    jobs = write_jobs(make_specs(60))
-    results = tmp_path / "r.jsonl"
-    assert (
-        run(emulator, jobs, "--results", results, "--rate", "0", "--max-attempts", "20")
-        == 0
-    )
-    log = records(results)
-    assert Counter(r["status"] for r in log) == {"created": 60}
-    assert emulator.stats()["faults"]["reset_after_commit"] > 0
-    assert set(emulator.creation_counts().values()) == {1}
-    assert {r["id"] for r in log} == {env["id"] for env in emulator.environments()}
