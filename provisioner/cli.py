@@ -87,9 +87,18 @@ def _cmd_validate(paths: Sequence[str]) -> int:
     return ExitCode.OK
 
 
-def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Show settings' warnings (legal but suspicious values) as one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
+
+
+def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
+    with _warnings_to_stderr():
         settings = RunSettings(
             concurrency=int(args.concurrency),
             rate_per_s=float(args.rate),
@@ -107,8 +116,6 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
             wait_initial_s=float(args.backoff),
             wait_max_s=float(args.backoff_max),
         )
-    for warning in caught:
-        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
     return settings, policy
 
 
@@ -120,17 +127,13 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
             base_url="http://127.0.0.1/sandbox",
             timeout_s=float(args.timeout),
         )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        api = ApiSettings.from_env(
+    with _warnings_to_stderr():
+        return ApiSettings.from_env(
             os.environ,
             api_url=args.api_url,
             token_file=args.token_file,
             timeout_s=float(args.timeout),
         )
-    for warning in caught:
-        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
-    return api
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -164,7 +164,7 @@ class ApiClient:
             page = await self.list_page(cursor=cursor, use_page=use_page)
             for env in page.data:
                 yield env
-            following, use_page = _next_cursor(page, use_page)
+            following, use_page = next_cursor(page, use_page=use_page)
             if not page.has_more or following is None or following == cursor:
                 return
             cursor = following
@@ -208,8 +208,12 @@ class ApiClient:
         return status, payload, resp_headers
 
 
-def _next_cursor(page: Page, use_page: bool) -> tuple[str | None, bool]:
-    # Never mix cursor kinds: once a server gives next_page, follow it alone.
+def next_cursor(page: Page, *, use_page: bool) -> tuple[str | None, bool]:
+    """The cursor after ``page`` and whether it is a ``next_page`` value.
+
+    Never mix cursor kinds: follow ``next_page`` while the server gives one,
+    else fall back to ``last_id`` as ``after_id`` for good.
+    """
     if use_page and page.next_page:
         return page.next_page, True
     return page.last_id, False
@@ -327,6 +331,7 @@ __all__ = [
     "ApiClient",
     "Created",
     "Page",
+    "next_cursor",
     "open_session",
     "parse_retry_after",
     "translate_error",

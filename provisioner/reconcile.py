@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from provisioner.client import Page
+from provisioner.client import Page, next_cursor
 
 ListPage = Callable[[str | None, bool], Awaitable[Page]]
 
@@ -49,8 +49,7 @@ class NameIndex:
         while True:
             page = await self._list_page(cursor, use_page)
             reached_known = self._add_all(page.data, known)
-            following = page.next_page if use_page and page.next_page else page.last_id
-            use_page = use_page and bool(page.next_page)
+            following, use_page = next_cursor(page, use_page=use_page)
             if reached_known or not page.has_more or following in (None, cursor):
                 return
             cursor = following

@@ -5,7 +5,6 @@ Defaults live here and only here; the README's tables mirror them.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,8 +166,3 @@ class RunSettings:
     def is_stdout_results(self) -> bool:
         """Whether the result log goes to stdout (no resume possible)."""
         return self.results_path == "-"
-
-
-def env_default(name: str, default: str) -> str:
-    """``PROVISIONER_<NAME>`` from the environment, else ``default``."""
-    return os.environ.get(f"PROVISIONER_{name}", default)
