@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format lock bench clean
+.PHONY: install demo test lint format lock audit bench clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: install
 format: install
 	$(BIN)/ruff format provisioner tests bench
 	$(BIN)/ruff check --fix provisioner tests bench
+
+# Known vulnerabilities in every pinned dependency (pip-audit, PyPI's advisory data).
+# --strict: a dependency that could not be checked is a failure, not a silent pass.
+audit: install
+	$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+		-r requirements.lock -r requirements-dev.lock
 
 # Re-pin every dependency after changing pyproject.toml; commit both lock files.
 # requirements.lock: what the package needs at run time (the Docker image installs it).

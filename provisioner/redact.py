@@ -1,0 +1,78 @@
+"""Text that leaves the process: secrets masked, control characters made visible.
+
+Every string provisioner stores or prints (result records, summaries, error
+lines, log events) passes through a :class:`Scrubber`: it masks the token it was
+given and, as a second line of defence, anything shaped like an
+``Authorization`` value or a bearer token, even one the process was never told
+about (a server that echoes another header back, say).
+
+:func:`printable` is for text bound for a terminal: control characters and
+bidirectional overrides (which can make a name read as another) are shown as
+escapes instead of being acted on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+
+# "Authorization: Bearer x", "authorization=x", "'Authorization': 'x'", "Bearer x",
+# "Basic x": the scheme and credential are masked, the label is kept.
+_AUTH_VALUE = re.compile(
+    r"""(?ix)
+    (?P<label>\b(?:proxy-)?authorization\b["']?\s*[:=]\s*["']?)
+        (?:(?:bearer|basic|token)\s+)?[^\s"',;}\]]+
+    | (?P<scheme>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}
+    """
+)
+
+# C0 and C1 controls (tab and newline included: a record or error is one line),
+# DEL, and the bidirectional embeddings, overrides and isolates.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+class Scrubber:
+    """Masks known secrets and anything shaped like a credential.
+
+    Args:
+        secrets: exact strings to mask wherever they appear (the token).
+    """
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every secret and credential-shaped value replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        if "uth" in text or "earer" in text or "asic" in text:
+            text = _AUTH_VALUE.sub(_mask_match, text)
+        return text
+
+    def with_secret(self, secret: str) -> Scrubber:
+        """A scrubber that also masks ``secret``."""
+        return Scrubber((*self._secrets, secret))
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return (match.group("label") or match.group("scheme")) + MASK
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi characters written as escapes (``\\x1b``, ``\\u202e``)."""
+    if not _UNPRINTABLE.search(text):
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"  # noqa: PLR2004 - one byte or two
+
+
+__all__ = ["MASK", "Scrubber", "printable"]
