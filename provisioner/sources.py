@@ -363,12 +363,14 @@ class ScanReport:
         valid: specs without errors.
         errors: every error of every spec, located, in input order.
         names: the names of all specs (valid or not) that had a string name.
+        keys: name -> spec key of every valid spec (what resume compares).
     """
 
     total: int
     valid: int
     errors: list[SpecError]
     names: frozenset[str]
+    keys: dict[str, str]
 
 
 def scan(files: JobFiles) -> ScanReport:
@@ -380,12 +382,16 @@ def scan(files: JobFiles) -> ScanReport:
     total = valid = 0
     errors: list[SpecError] = []
     names: set[str] = set()
+    keys: dict[str, str] = {}
     for item in files:
         total += 1
         if item.name is not None:
             names.add(item.name)
         if isinstance(item, Spec):
             valid += 1
+            keys[item.name] = item.key
         else:
             errors.extend(item.errors)
-    return ScanReport(total=total, valid=valid, errors=errors, names=frozenset(names))
+    return ScanReport(
+        total=total, valid=valid, errors=errors, names=frozenset(names), keys=keys
+    )
