@@ -3,13 +3,19 @@
 It sends one request per call and translates every answer into a value or an
 exception from :mod:`provisioner.errors`; it never retries, sleeps or logs bodies.
 aiohttp's exceptions never leave this module.
+
+It believes nothing a server says (:mod:`provisioner.answers` reads the
+answers): a create without a well-formed id, a body above its size cap and an
+endless list are failures, redirects are never followed, TLS is always
+verified, and every message built from an answer or an exception is scrubbed
+of the token.
 """
 
 from __future__ import annotations
 
-import email.utils
+import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +23,30 @@ import aiohttp
 import orjson
 
 from provisioner import __version__
-from provisioner.errors import (
-    ApiError,
-    AuthError,
-    ConflictError,
-    RetryableApiError,
-    TransportError,
+from provisioner.answers import (
+    REDIRECT_STATUSES,
+    describe_missing_id,
+    expect_object,
+    is_env_id,
+    parse_json,
+    parse_retry_after,
+    redirect_error,
+    request_id,
+    translate_error,
 )
+from provisioner.errors import ConfigError, TransportError
+from provisioner.redact import Scrubber
 from provisioner.settings import ApiSettings
 
 USER_AGENT = f"provisioner/{__version__}"
 PAGE_LIMIT = 100
-RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-_EXCERPT_CHARS = 200
+MAX_ANSWER_BYTES = 1024 * 1024
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_LIST_PAGES = 10_000
+LIST_DEADLINE_S = 300.0
+_READ_CHUNK_BYTES = 64 * 1024
+
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +74,111 @@ class Page:
     last_id: str | None
 
 
-def open_session(*, concurrency: int, timeout_s: float) -> aiohttp.ClientSession:
+@dataclass(frozen=True, slots=True)
+class WalkLimits:
+    """How far one walk of the list endpoint may go before it is a failure.
+
+    Attributes:
+        max_pages: pages fetched at most.
+        deadline_s: seconds after the walk starts when no further page is fetched.
+        clock: monotonic seconds; tests inject one.
+    """
+
+    max_pages: int = MAX_LIST_PAGES
+    deadline_s: float = LIST_DEADLINE_S
+    clock: Clock = time.monotonic
+
+    def __post_init__(self) -> None:
+        if self.max_pages < 1 or not self.deadline_s > 0:
+            raise ConfigError(
+                "a list walk needs at least 1 page and a positive deadline"
+            )
+
+    def start(self) -> ListWalk:
+        """A new walk, its deadline counted from now."""
+        return ListWalk(self)
+
+
+#: ``TransportError.error_type`` of a certificate or handshake failure (not retried).
+TLS_ERROR = "tls_error"
+#: ``TransportError.error_type`` of a list walk that hit its page cap or deadline.
+WALK_LIMIT = "list_walk_limit"
+
+
+class ListWalk:
+    """One walk of the list endpoint: counts pages and watches the clock."""
+
+    def __init__(self, limits: WalkLimits) -> None:
+        self._limits = limits
+        self._started = limits.clock()
+        self.pages = 0
+
+    def next_page(self) -> None:
+        """Count the page about to be fetched.
+
+        Raises:
+            TransportError: ``list_walk_limit`` (not retryable) once the walk has
+                fetched ``max_pages`` pages or run past its deadline.
+        """
+        limits = self._limits
+        if self.pages >= limits.max_pages:
+            raise _walk_limit(f"the list did not end within {limits.max_pages} pages")
+        if limits.clock() - self._started > limits.deadline_s:
+            raise _walk_limit(
+                f"the list did not end within the {limits.deadline_s:g} s deadline "
+                f"({self.pages} pages read)"
+            )
+        self.pages += 1
+
+
+def _walk_limit(reason: str) -> TransportError:
+    return TransportError(
+        f"list walk stopped: {reason}; the server keeps answering has_more",
+        is_ambiguous=False,
+        error_type=WALK_LIMIT,
+        is_retryable=False,
+    )
+
+
+def next_cursor(page: Page, *, use_page: bool) -> tuple[str | None, bool]:
+    """The cursor after ``page`` and whether it is a ``next_page`` value.
+
+    Never mix cursor kinds: follow ``next_page`` while the server gives one,
+    else fall back to ``last_id`` as ``after_id`` for good.
+    """
+    if use_page and page.next_page:
+        return page.next_page, True
+    return page.last_id, False
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A verifying TLS context: trusting only ``ca_file`` when given, else the
+    system's store (which honours ``SSL_CERT_FILE``).
+
+    Raises:
+        ConfigError: ``ca_file`` cannot be read or holds no certificate.
+    """
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot load CA file {ca_file}: {reason}") from exc
+
+
+def open_session(
+    *, concurrency: int, timeout_s: float, ca_file: str | None = None
+) -> aiohttp.ClientSession:
     """A session whose connection pool matches the run's concurrency.
 
-    A few spare connections serve the list calls that reconcile conflicts.
+    Certificates are always verified (see :func:`tls_context`). A few spare
+    connections serve the list calls that reconcile conflicts.
+
+    Raises:
+        ConfigError: ``ca_file`` cannot be read or holds no certificate.
     """
-    connector = aiohttp.TCPConnector(limit=concurrency + 2, limit_per_host=0)
+    connector = aiohttp.TCPConnector(
+        limit=concurrency + 2, limit_per_host=0, ssl=tls_context(ca_file)
+    )
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
@@ -75,23 +191,48 @@ class ApiClient:
     Args:
         session: an open session; the caller owns and closes it.
         settings: base URL, token and timeout.
+        max_answer_bytes: the largest create or get answer read (default 1 MiB).
+        max_page_bytes: the largest list page read (default 64 MiB).
+        max_list_pages: pages :meth:`iter_environments` reads at most.
+        list_deadline_s: seconds :meth:`iter_environments` may take in all.
+        clock: monotonic seconds for the list deadline; tests inject one.
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession, *, settings: ApiSettings
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        settings: ApiSettings,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        max_page_bytes: int = MAX_PAGE_BYTES,
+        max_list_pages: int = MAX_LIST_PAGES,
+        list_deadline_s: float = LIST_DEADLINE_S,
+        clock: Clock = time.monotonic,
     ) -> None:
+        if max_answer_bytes < 1 or max_page_bytes < 1:
+            raise ConfigError("answer size caps must be at least 1 byte")
         self._session = session
         self._base = settings.base_url.rstrip("/")
-        self._auth = {"Authorization": f"Bearer {settings.token.reveal()}"}
+        token = settings.token.reveal()
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._scrub = Scrubber([token])
+        self._max_answer_bytes = max_answer_bytes
+        self._max_page_bytes = max_page_bytes
+        self._walk = WalkLimits(
+            max_pages=max_list_pages, deadline_s=list_deadline_s, clock=clock
+        )
 
     async def create(
         self, body: Mapping[str, Any], *, idempotency_key: str, attempt: int = 1
     ) -> Created:
         """``POST /environments`` with an ``Idempotency-Key``.
 
+        Only an answer whose ``id`` is ``env_`` + 32 hex digits is a success.
+
         Raises:
-            ApiError: (or a subclass) for an error status.
-            TransportError: no usable answer.
+            ApiError: (or a subclass) for an error status or a redirect.
+            TransportError: no usable answer; ``bad_answer`` (ambiguous: it may
+                have committed) for a body without a valid id or above the cap.
         """
         headers = {
             **self._auth,
@@ -100,19 +241,19 @@ class ApiClient:
             "X-Qoder-Retry-Count": str(attempt - 1),
         }
         status, payload, resp_headers = await self._request(
-            "POST", "/environments", data=orjson.dumps(body), headers=headers
+            "POST", "/environments", headers=headers, data=orjson.dumps(body)
         )
-        if not isinstance(payload, dict) or "id" not in payload:
+        if not isinstance(payload, dict) or not is_env_id(payload.get("id")):
             # A success we cannot read may still have committed: retry with the key.
             raise TransportError(
-                f"HTTP {status} without an environment in the body",
+                self._scrub(f"HTTP {status} create: {describe_missing_id(payload)}"),
                 is_ambiguous=True,
                 error_type="bad_answer",
             )
         return Created(
             environment=payload,
             http_status=status,
-            request_id=_request_id(resp_headers, payload),
+            request_id=request_id(resp_headers, payload),
             is_replay=resp_headers.get("Idempotent-Replayed", "").lower() == "true",
         )
 
@@ -121,7 +262,7 @@ class ApiClient:
         _, payload, _ = await self._request(
             "GET", f"/environments/{env_id}", headers=self._auth
         )
-        return _expect_object(payload)
+        return expect_object(payload)
 
     async def list_page(
         self,
@@ -133,14 +274,19 @@ class ApiClient:
         """One page of ``GET /environments``, archived ones included, newest first.
 
         ``cursor`` is a ``next_page`` value (``use_page``) or an id for ``after_id``.
+        Entries whose id is not ``env_`` + 32 hex digits are left out.
         """
         params = {"limit": str(limit), "include_archived": "true"}
         if cursor is not None:
             params["page" if use_page else "after_id"] = cursor
         _, payload, _ = await self._request(
-            "GET", "/environments", headers=self._auth, params=params
+            "GET",
+            "/environments",
+            headers=self._auth,
+            params=params,
+            max_bytes=self._max_page_bytes,
         )
-        page = _expect_object(payload)
+        page = expect_object(payload)
         data = page.get("data")
         if not isinstance(data, list):
             raise TransportError(
@@ -148,19 +294,29 @@ class ApiClient:
                 is_ambiguous=False,
                 error_type="bad_answer",
             )
-        next_page = page.get("next_page")
+        entries = [d for d in data if isinstance(d, dict) and is_env_id(d.get("id"))]
+        next_page, last_id = page.get("next_page"), page.get("last_id")
+        if not is_env_id(last_id):
+            last_id = entries[-1]["id"] if entries else None
         return Page(
-            data=[d for d in data if isinstance(d, dict)],
+            data=entries,
             has_more=bool(page.get("has_more")),
             next_page=next_page if isinstance(next_page, str) and next_page else None,
-            last_id=page.get("last_id") or (data[-1].get("id") if data else None),
+            last_id=last_id,
         )
 
     async def iter_environments(self) -> AsyncIterator[dict[str, Any]]:
-        """Every environment, newest first, following ``next_page`` or ``after_id``."""
+        """Every environment, newest first, following ``next_page`` or ``after_id``.
+
+        Raises:
+            TransportError: ``list_walk_limit`` (not retryable) when the list does
+                not end within ``max_list_pages`` pages or ``list_deadline_s``.
+        """
+        walk = self._walk.start()
         cursor: str | None = None
         use_page = True
         while True:
+            walk.next_page()
             page = await self.list_page(cursor=cursor, use_page=use_page)
             for env in page.data:
                 yield env
@@ -177,162 +333,93 @@ class ApiClient:
         headers: Mapping[str, str],
         data: bytes | None = None,
         params: Mapping[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[int, object, Mapping[str, str]]:
-        url = self._base + path
+        """One request; its answer read up to ``max_bytes`` (the answer cap)."""
+        where = f"{method} {path}"
+        max_bytes = max_bytes or self._max_answer_bytes
         try:
             async with self._session.request(
-                method, url, data=data, headers=headers, params=params
+                method,
+                self._base + path,
+                data=data,
+                headers=headers,
+                params=params,
+                allow_redirects=False,  # following would hand the token elsewhere
             ) as resp:
-                raw = await resp.read()
+                raw = await _read_capped(resp, max_bytes, where, method == "POST")
                 status, resp_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            raise TransportError(
-                f"{method} {path}: no answer within the timeout",
-                is_ambiguous=True,
-                error_type="timeout",
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise TransportError(
-                f"{method} {path}: cannot connect: {exc.os_error}",
-                is_ambiguous=False,
-                error_type="connection_error",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"{method} {path}: connection lost: {type(exc).__name__}",
-                is_ambiguous=True,
-            ) from exc
-        payload = _parse_json(raw)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._transport_error(where, exc) from exc
+        if status in REDIRECT_STATUSES:
+            raise redirect_error(where, status, resp_headers, scrub=self._scrub)
+        payload = parse_json(raw)
         if status >= 400:  # noqa: PLR2004 - HTTP's error boundary
-            raise translate_error(status, payload, raw, resp_headers)
+            raise translate_error(status, payload, raw, resp_headers, scrub=self._scrub)
         return status, payload, resp_headers
 
-
-def next_cursor(page: Page, *, use_page: bool) -> tuple[str | None, bool]:
-    """The cursor after ``page`` and whether it is a ``next_page`` value.
-
-    Never mix cursor kinds: follow ``next_page`` while the server gives one,
-    else fall back to ``last_id`` as ``after_id`` for good.
-    """
-    if use_page and page.next_page:
-        return page.next_page, True
-    return page.last_id, False
-
-
-def _parse_json(raw: bytes) -> object:
-    if not raw:
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _expect_object(payload: object) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise TransportError(
-            "answer is not a JSON object", is_ambiguous=False, error_type="bad_answer"
-        )
-    return payload
-
-
-def translate_error(
-    status: int, payload: object, raw: bytes, headers: Mapping[str, str]
-) -> ApiError:
-    """The exception for an error answer, read defensively (the body may be HTML)."""
-    error_type, message = _error_fields(status, payload, raw)
-    fields: dict[str, Any] = {
-        "status": status,
-        "error_type": error_type,
-        "request_id": _request_id(headers, payload),
-        "retry_after_s": parse_retry_after(headers),
-        "should_retry": _should_retry(headers),
-    }
-    if status in {401, 403}:
-        return AuthError(message, **fields)
-    if status == 409:  # noqa: PLR2004 - conflict
-        return _conflict(message, fields)
-    if status in RETRYABLE_STATUSES:
-        return RetryableApiError(message, **fields)
-    return ApiError(message, **fields)
-
-
-_IN_FLIGHT_WORDS = ("progress", "flight", "process", "concurrent", "pending", "retry")
-_KEY_MISUSE_WORDS = ("different", "mismatch", "reused", "does not match")
-
-
-def _conflict(message: str, fields: dict[str, Any]) -> ApiError:
-    # 409 means three things here; only the message tells them apart: a key
-    # still in flight (retry later), a key reused with another body, or a name.
-    text = message.lower()
-    if "idempot" not in text:
-        return ConflictError(message, reason="name", **fields)
-    is_misuse = any(word in text for word in _KEY_MISUSE_WORDS)
-    if not is_misuse and any(word in text for word in _IN_FLIGHT_WORDS):
-        return RetryableApiError(message, **fields)
-    return ConflictError(message, reason="idempotency", **fields)
-
-
-def _error_fields(status: int, payload: object, raw: bytes) -> tuple[str, str]:
-    if isinstance(payload, dict):
-        err = payload.get("error")
-        if isinstance(err, dict):
-            etype = err.get("type")
-            msg = err.get("message")
-            return (
-                etype if isinstance(etype, str) and etype else f"http_{status}",
-                msg if isinstance(msg, str) and msg else f"HTTP {status}",
+    def _transport_error(self, where: str, exc: BaseException) -> TransportError:
+        if isinstance(exc, TimeoutError):
+            return TransportError(
+                f"{where}: no answer within the timeout",
+                is_ambiguous=True,
+                error_type="timeout",
             )
-    excerpt = " ".join(raw[:_EXCERPT_CHARS].decode("utf-8", "replace").split())
-    return f"http_{status}", excerpt or f"HTTP {status} with an empty body"
+        if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+            # A certificate the client cannot trust will not improve on a retry.
+            return TransportError(
+                self._scrub(f"{where}: TLS check failed: {exc}"),
+                is_ambiguous=False,
+                error_type=TLS_ERROR,
+                is_retryable=False,
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return TransportError(
+                self._scrub(f"{where}: cannot connect: {exc.os_error}"),
+                is_ambiguous=False,
+                error_type="connection_error",
+            )
+        return TransportError(
+            f"{where}: connection lost: {type(exc).__name__}", is_ambiguous=True
+        )
 
 
-def _request_id(headers: Mapping[str, str], payload: object) -> str | None:
-    for name in ("x-request-id", "request-id"):
-        value = headers.get(name)
-        if value:
-            return value
-    if isinstance(payload, dict) and isinstance(payload.get("request_id"), str):
-        return str(payload["request_id"])
-    return None
-
-
-def _should_retry(headers: Mapping[str, str]) -> bool | None:
-    value = headers.get("x-should-retry", "").strip().lower()
-    return {"true": True, "false": False}.get(value)
-
-
-def parse_retry_after(
-    headers: Mapping[str, str], *, now: float | None = None
-) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, else ``Retry-After`` (seconds or a date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+async def _read_capped(
+    resp: aiohttp.ClientResponse, max_bytes: int, where: str, is_ambiguous: bool
+) -> bytes:
+    """The body, refused as soon as it declares or delivers more than ``max_bytes``."""
+    declared = resp.content_length
+    size = 0 if declared is None else declared
+    chunks: list[bytes] = []
+    if size <= max_bytes:
+        size = 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                break
+            chunks.append(chunk)
+    if size > max_bytes:
+        # Closing drops the connection instead of draining the rest of the body.
+        resp.close()
+        raise TransportError(
+            f"{where}: the answer is larger than the {max_bytes}-byte cap; not read",
+            is_ambiguous=is_ambiguous,
+            error_type="bad_answer",
+        )
+    return b"".join(chunks)
 
 
 __all__ = [
+    "TLS_ERROR",
+    "WALK_LIMIT",
     "ApiClient",
     "Created",
+    "ListWalk",
     "Page",
+    "WalkLimits",
     "next_cursor",
     "open_session",
     "parse_retry_after",
+    "tls_context",
     "translate_error",
 ]

@@ -6,12 +6,14 @@
     ├── ConfigError            bad flags, environment or settings
     ├── SpecError              one invalid spec: source, line, field, reason
     ├── SourceError            a job file that cannot be read or parsed at all
-    ├── ApiError               the API answered with an error status
+    ├── ApiError               the API answered with an error status or a redirect
     │   ├── RetryableApiError  408, 429, 5xx, or a 409 "key still in flight"
     │   ├── AuthError          401 or 403: every further request would fail too
     │   └── ConflictError      409: duplicate name or idempotency key misuse
-    ├── TransportError         no usable answer: refused, reset, timed out
+    ├── TransportError         no usable answer: refused, reset, timed out, a
+    │                          failed TLS check, a hostile answer, an endless list
     └── ResultLogError         the result log cannot be read or written
+        └── LockedError        another run holds the result log's lock
 
 This module imports nothing from provisioner, so every other module can use it.
 """
@@ -140,22 +142,60 @@ class ConflictError(ApiError):
 
 
 class TransportError(ProvisionerError):
-    """No usable answer arrived: connection refused or reset, or a timeout.
+    """No usable answer arrived, or the answer could not be believed.
 
     Attributes:
         is_ambiguous: ``True`` when the request may have reached the server, so
-            it may have committed (a reset after sending, or a read timeout).
+            it may have committed (a reset after sending, a read timeout, or a
+            create answer that cannot be read).
         error_type: ``timeout``, ``connection_error`` (never connected),
-            ``connection_reset`` or ``bad_answer``.
+            ``connection_reset``, ``bad_answer`` (malformed, oversized or without
+            a valid id), ``tls_error`` (the certificate or handshake failed) or
+            ``list_walk_limit`` (a list never ended within its page cap or deadline).
+        is_retryable: ``False`` when another attempt cannot help (``tls_error``,
+            ``list_walk_limit``); the retry decision honours it.
     """
 
     def __init__(
-        self, message: str, *, is_ambiguous: bool, error_type: str = "connection_reset"
+        self,
+        message: str,
+        *,
+        is_ambiguous: bool,
+        error_type: str = "connection_reset",
+        is_retryable: bool = True,
     ) -> None:
         super().__init__(message)
         self.is_ambiguous = is_ambiguous
         self.error_type = error_type
+        self.is_retryable = is_retryable
 
 
 class ResultLogError(ProvisionerError):
     """The result log cannot be opened, read or written."""
+
+
+class LockedError(ResultLogError):
+    """Another process holds the result log's lock.
+
+    Attributes:
+        results_path: the result log.
+        holder: what the holder wrote about itself (``pid``, ``host``,
+            ``started_at``, ``command``); empty when it could not be read.
+    """
+
+    def __init__(self, results_path: str, holder: dict[str, Any]) -> None:
+        self.results_path = results_path
+        self.holder = holder
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        who = "another process"
+        if self.holder:
+            who = (
+                f"pid {self.holder.get('pid', '?')} on {self.holder.get('host', '?')}, "
+                f"started {self.holder.get('started_at', '?')}"
+            )
+        return (
+            f"result log {self.results_path} is locked by another run ({who}); "
+            "wait for it to finish, or use another --results file"
+        )

@@ -2,18 +2,31 @@
 
 The API has no name filter, so :class:`NameIndex` walks the list endpoint
 (newest first, archived included) once, keeps ``name -> environment``, and on a
-miss walks again only as far as the newest environment it already knew.
+miss walks again only as far as the newest environment it already knew. A walk
+is bounded by a page cap and a deadline, and what a walk that failed half-way
+saw is not kept: the next walk starts over.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 
-from provisioner.client import Page, next_cursor
+from provisioner.answers import is_env_id
+from provisioner.client import (
+    LIST_DEADLINE_S,
+    MAX_LIST_PAGES,
+    WALK_LIMIT,
+    Clock,
+    Page,
+    WalkLimits,
+    next_cursor,
+)
+from provisioner.errors import TransportError
 
 ListPage = Callable[[str | None, bool], Awaitable[Page]]
 
@@ -27,43 +40,81 @@ class NameIndex:
     Args:
         list_page: fetches one page given a cursor and whether it is a
             ``next_page`` value (``True``) or an ``after_id`` (``False``).
+        max_pages: pages one walk fetches at most.
+        deadline_s: seconds one walk may take in all.
+        clock: monotonic seconds for the deadline; tests inject one.
     """
 
-    def __init__(self, list_page: ListPage) -> None:
+    def __init__(
+        self,
+        list_page: ListPage,
+        *,
+        max_pages: int = MAX_LIST_PAGES,
+        deadline_s: float = LIST_DEADLINE_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._list_page = list_page
+        self._limits = WalkLimits(
+            max_pages=max_pages, deadline_s=deadline_s, clock=clock
+        )
         self._by_name: dict[str, dict[str, Any]] = {}
         self._ids: set[str] = set()
         self._lock = anyio.Lock()
+        self._gave_up: TransportError | None = None
 
     async def find(self, name: str) -> dict[str, Any] | None:
-        """The environment called ``name``, or ``None`` if the list has none."""
+        """The environment called ``name``, or ``None`` if the list has none.
+
+        Entries whose id is not ``env_`` + 32 hex digits are not believed.
+
+        Raises:
+            TransportError: ``list_walk_limit`` (not retryable) when the list
+                does not end within ``max_pages`` or ``deadline_s``; whatever
+                ``list_page`` raises. Once a walk hit a limit, every later
+                lookup that needs a walk fails at once with the same error (a
+                list that did not end once is not walked again by this run).
+        """
         async with self._lock:
             if name not in self._by_name:
-                await self._refresh()
+                if self._gave_up is not None:
+                    raise self._gave_up
+                try:
+                    await self._refresh()
+                except TransportError as exc:
+                    if exc.error_type == WALK_LIMIT:
+                        self._gave_up = exc
+                    raise
             return self._by_name.get(name)
 
     async def _refresh(self) -> None:
-        known = set(self._ids)
+        walk = self._limits.start()
+        seen: dict[str, dict[str, Any]] = {}  # id -> environment, newest first
         cursor: str | None = None
         use_page = True
         while True:
+            walk.next_page()
             page = await self._list_page(cursor, use_page)
-            reached_known = self._add_all(page.data, known)
+            reached_known = self._collect(page.data, seen)
             following, use_page = next_cursor(page, use_page=use_page)
             if reached_known or not page.has_more or following in (None, cursor):
-                return
+                break
             cursor = following
+        # Only a finished walk is kept: a half walk would stop the next one early.
+        for env_id, env in seen.items():
+            self._ids.add(env_id)
+            # Newest first: the first one seen with a name is the newest.
+            self._by_name.setdefault(env["name"], env)
 
-    def _add_all(self, environments: list[dict[str, Any]], known: set[str]) -> bool:
+    def _collect(
+        self, environments: list[dict[str, Any]], seen: dict[str, dict[str, Any]]
+    ) -> bool:
         reached_known = False
         for env in environments:
             env_id, name = env.get("id"), env.get("name")
-            if env_id in known:
+            if env_id in self._ids:
                 reached_known = True
-            elif isinstance(env_id, str) and isinstance(name, str):
-                self._ids.add(env_id)
-                # Newest first: the first one seen with a name is the newest.
-                self._by_name.setdefault(name, env)
+            elif is_env_id(env_id) and isinstance(name, str):
+                seen.setdefault(str(env_id), env)
         return reached_known
 
 

@@ -38,9 +38,11 @@ NO_RETRY = Decision(retry=False)
 def decide(exc: BaseException) -> Decision:
     """Whether ``exc`` is worth another attempt.
 
-    Yes for transport errors (refused, reset, timeout) and for 408, 429, 5xx and
-    a 409 "key still in flight"; no for every other 4xx. A server's
-    ``x-should-retry`` header overrides the status either way.
+    Yes for transport errors (refused, reset, timeout) unless they say another
+    attempt cannot help (``is_retryable`` is ``False``: a TLS failure, an endless
+    list), and for 408, 429, 5xx and a 409 "key still in flight"; no for every
+    other 4xx or a redirect. A server's ``x-should-retry`` header overrides the
+    status either way.
     """
     if isinstance(exc, ApiError):
         if exc.should_retry is False:
@@ -49,7 +51,7 @@ def decide(exc: BaseException) -> Decision:
             return Decision(retry=True, after_s=exc.retry_after_s)
         return NO_RETRY
     if isinstance(exc, TransportError):
-        return Decision(retry=True)
+        return Decision(retry=True) if exc.is_retryable else NO_RETRY
     return NO_RETRY
 
 

@@ -5,11 +5,13 @@ Defaults live here and only here; the README's tables mirror them.
 
 from __future__ import annotations
 
+import ipaddress
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import SplitResult, urlsplit
 
 from provisioner.errors import ConfigError
 
@@ -50,27 +52,43 @@ class ApiSettings:
     """Where and how to reach the Environments API.
 
     Attributes:
-        base_url: API base, e.g. ``https://api.qoder.com/api/v1/cloud``.
+        base_url: API base, e.g. ``https://api.qoder.com/api/v1/cloud``; no
+            user name or password, query or fragment. Plain ``http://`` only to
+            a loopback host (127.0.0.0/8, ``::1``, ``localhost``) unless
+            ``allow_insecure_http``.
         token: the personal access token (``QODER_PAT``); shown as ``'***'``.
         timeout_s: per-request total timeout in seconds.
+        ca_file: a PEM file of the CAs to trust instead of the system's store.
+        allow_insecure_http: allow plain ``http://`` to any host, with a warning.
+
+    Raises:
+        ConfigError: a URL that is malformed, carries credentials, or is plain
+            http to a remote host without ``allow_insecure_http``; an unreadable
+            ``ca_file``; a timeout that is not positive.
     """
 
     token: Secret
     base_url: str = DEFAULT_API_URL
     timeout_s: float = 30.0
+    ca_file: str | None = None
+    allow_insecure_http: bool = False
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"API URL must start with http:// or https://: {self.base_url!r}"
-            )
         if self.timeout_s <= 0:
             raise ConfigError(f"--timeout must be positive, got {self.timeout_s}")
-        if self.base_url.startswith("http://") and not _is_loopback(self.base_url):
+        parts = _split_api_url(self.base_url)
+        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+            if not self.allow_insecure_http:
+                raise ConfigError(
+                    f"the API URL is plain http to {parts.hostname}, which would send "
+                    "the token unencrypted: use https, or pass --allow-insecure-http"
+                )
             warnings.warn(
                 "the API URL is plain http: the token will cross the network unencrypted",
                 stacklevel=2,
             )
+        if self.ca_file is not None:
+            _check_readable(self.ca_file)
 
     @classmethod
     def from_env(
@@ -80,18 +98,78 @@ class ApiSettings:
         api_url: str | None = None,
         token_file: str | None = None,
         timeout_s: float = 30.0,
+        ca_file: str | None = None,
+        allow_insecure_http: bool = False,
     ) -> ApiSettings:
         """Build from flags and the environment: the token from a file or ``QODER_PAT``.
 
         Raises:
-            ConfigError: no token, an unreadable token file, or a bad URL.
+            ConfigError: no token, an unreadable token or CA file, or a bad URL.
         """
         url = api_url or next((env[k] for k in API_URL_ENVS if env.get(k)), None)
         return cls(
             token=read_token(env, token_file),
             base_url=(url or DEFAULT_API_URL).rstrip("/"),
             timeout_s=timeout_s,
+            ca_file=ca_file,
+            allow_insecure_http=allow_insecure_http,
         )
+
+
+def _split_api_url(url: str) -> SplitResult:
+    """``url`` split, or a ``ConfigError`` that never echoes a password."""
+    # Quote the URL only when it cannot hold credentials.
+    shown = f": {url!r}" if "@" not in url else ""
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ConfigError("API URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"API URL is malformed{shown}") from exc
+    if "@" in url.partition("://")[2].split("/", 1)[0] or "@" in parts.netloc:
+        raise ConfigError(
+            "API URL must not contain a user name or password (before '@'): "
+            f"the token comes from {TOKEN_ENV} or --token-file"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"API URL must start with http:// or https://{shown}")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ConfigError(f"API URL must not have a query or fragment{shown}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"API URL has a bad port{shown}") from exc
+    return parts
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` is well formed, has no user info and names a loopback host.
+
+    Loopback is 127.0.0.0/8, ``::1`` or ``localhost``; ``127.0.0.1.evil.example``,
+    ``localhost.evil`` and ``127.0.0.1@evil.example`` are not.
+    """
+    try:
+        parts = _split_api_url(url)
+    except ConfigError:
+        return False
+    return _is_loopback_host(parts.hostname)
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with Path(path).open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read CA file {path}: {exc.strerror or exc}") from exc
 
 
 def read_token(env: Mapping[str, str], token_file: str | None) -> Secret:
@@ -112,11 +190,6 @@ def read_token(env: Mapping[str, str], token_file: str | None) -> Secret:
             f"no API token: set {TOKEN_ENV} or pass --token-file (or use --sandbox)"
         )
     return Secret(value)
-
-
-def _is_loopback(url: str) -> bool:
-    host = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
-    return host in {"localhost", "[::1]"} or host.startswith("127.")
 
 
 @dataclass(frozen=True, slots=True)

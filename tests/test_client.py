@@ -208,3 +208,46 @@ def test_retry_after_forms():
     assert parse_retry_after(CIMultiDict({"Retry-After": date}), now=1_000_000) == 10.0
     assert parse_retry_after(CIMultiDict({"Retry-After": "soon"})) is None
     assert parse_retry_after(CIMultiDict()) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "-5"},
+        {"Retry-After": "nan"},
+        {"Retry-After": "inf"},
+        {"Retry-After": "-Infinity"},
+        {"Retry-After": "1e999"},
+        {"retry-after-ms": "-1"},
+        {"retry-after-ms": "nan"},
+        {"retry-after-ms": "inf"},
+    ],
+)
+def test_negative_or_non_finite_retry_after_counts_as_absent(headers):
+    """A wait that is negative, NaN or infinite is no wait at all."""
+    assert parse_retry_after(CIMultiDict(headers)) is None
+
+
+def test_a_bad_retry_after_ms_leaves_retry_after_in_charge():
+    """retry-after-ms that is nonsense gives way to a sane Retry-After; a past date is 0."""
+    headers = CIMultiDict({"retry-after-ms": "-5", "Retry-After": "3"})
+    assert parse_retry_after(headers) == 3.0
+    past = email.utils.formatdate(1_000_000, usegmt=True)
+    assert parse_retry_after(CIMultiDict({"Retry-After": past}), now=1_000_010) == 0.0
+
+
+def test_error_text_from_the_server_is_scrubbed() -> None:
+    """translate_error masks credential-shaped text even without knowing the token."""
+    body = b'{"error":{"type":"invalid_request_error","message":"bad Authorization: Bearer pt-abcdefgh12345"}}'
+    error = translate_error(400, orjson.loads(body), body, CIMultiDict())
+    assert "pt-abcdefgh12345" not in str(error)
+    assert "Authorization: ***" in str(error)
+
+
+async def test_the_emulator_answers_are_believed(emulator):
+    """The emulator's ids have the shape the client requires (env_ + 32 hex digits)."""
+    async with open_session(concurrency=1, timeout_s=5) as session:
+        client = ApiClient(session, settings=settings_for(emulator))
+        created = await client.create(BODY, idempotency_key="k-1")
+        listed = [env["id"] async for env in client.iter_environments()]
+    assert listed == [created.env_id]

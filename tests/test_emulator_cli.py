@@ -192,6 +192,9 @@ async def test_a_bad_flag_exits_2_as_a_subprocess():
         ["--seed", "1.5"],
         ["--no-such-flag"],
         ["--token", "  "],
+        ["--token-file", "/nonexistent/token"],
+        ["--tls-cert", "c.pem"],
+        ["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"],
     ],
 )
 def test_bad_flags_exit_2_with_one_line(capsys, argv):
@@ -212,7 +215,7 @@ def test_help_lists_every_flag(capsys):
     flags = [
         "--host", "--port", "--token", "--forbidden-token", "--no-unique-names",
         "--no-idempotency", "--idempotency-ttl", "--limit-over-max", "--max-body-bytes",
-        "--state", "--seed", "--latency-ms", "--jitter-ms", "--error-500", "--error-502",
+        "--state", "--tls-cert", "--tls-key", "--token-file", "--seed", "--latency-ms", "--jitter-ms", "--error-500", "--error-502",
         "--error-503", "--rate-limit", "--rate-limit-burst", "--rate-limit-no-body",
         "--retry-after", "--no-retry-after", "--reset-before-commit", "--reset-after-commit",
         "--slow", "--slow-s",
@@ -239,7 +242,7 @@ def test_every_flag_maps_onto_the_config(monkeypatch):
         "--error-502", "0.2", "--error-503", "0.3", "--rate-limit", "10",
         "--rate-limit-burst", "4", "--rate-limit-no-body", "--no-retry-after",
         "--reset-before-commit", "0.4", "--reset-after-commit", "0.5", "--slow", "0.6",
-        "--slow-s", "7",
+        "--slow-s", "7", "--tls-cert", "c.pem", "--tls-key", "k.pem",
     ]  # fmt: skip
     config = config_from(build_parser().parse_args(argv))
     assert config == EmulatorConfig(
@@ -267,6 +270,8 @@ def test_every_flag_maps_onto_the_config(monkeypatch):
             slow=0.6,
             slow_s=7,
         ),
+        tls_cert="c.pem",
+        tls_key="k.pem",
     )
 
 
@@ -276,3 +281,57 @@ def test_the_defaults_match_the_dataclasses(monkeypatch):
     assert config_from(build_parser().parse_args([])) == EmulatorConfig()
     monkeypatch.setenv("QODER_PAT", "pt-env")
     assert config_from(build_parser().parse_args([])).token == "pt-env"
+
+
+def test_a_token_file_sets_the_accepted_token(monkeypatch, tmp_path):
+    """``--token-file`` is read (stripped) and wins over $QODER_PAT; ``--token`` wins over both."""
+    monkeypatch.setenv("QODER_PAT", "pt-env")
+    path = tmp_path / "token"
+    path.write_text("pt-from-file\n")
+    parse = build_parser().parse_args
+    assert config_from(parse(["--token-file", str(path)])).token == "pt-from-file"
+    both = ["--token-file", str(path), "--token", "pt-flag"]
+    assert config_from(parse(both)).token == "pt-flag"
+
+
+def test_an_empty_token_file_exits_2_with_one_line(capsys, tmp_path):
+    """An empty --token-file is refused before listening."""
+    path = tmp_path / "token"
+    path.write_text("  \n")
+    assert main(["--token-file", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"provisioner emulator: error: --token-file {path} is empty"
+    ]
+
+
+def test_help_prefers_the_environment_or_a_file_for_the_token(capsys):
+    """``--help`` steers users away from a token on the command line."""
+    main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "prefer $QODER_PAT or --token-file" in out
+
+
+async def test_a_non_loopback_address_prints_a_warning(session):
+    """Bound to 0.0.0.0 the emulator warns on stderr and still serves."""
+    proc = await start("--host", "0.0.0.0")  # noqa: S104 - the point of the test
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), timeout=20)).decode()
+    port = re.fullmatch(r".* listening on http://0\.0\.0\.0:(\d+)/api/v1/cloud\n", line)
+    assert port, line
+    async with session.get(
+        f"http://127.0.0.1:{port.group(1)}/api/v1/cloud/environments",
+        headers={"Authorization": f"Bearer {GIVEN}"},
+    ) as r:
+        assert r.status == 200
+    code, _, err = await stop(proc)
+    assert code == 0
+    assert "warning: listening on 0.0.0.0, not a loopback address" in err
+
+
+async def test_a_loopback_address_prints_no_warning():
+    """The default 127.0.0.1 binding says nothing on stderr."""
+    proc = await start()
+    await ready_line(proc)
+    code, _, err = await stop(proc)
+    assert code == 0
+    assert "warning" not in err

@@ -67,6 +67,15 @@ async def attempts_until_raise(
             Decision(False),
         ),
         (TransportError("reset", is_ambiguous=True), Decision(True, None)),
+        (
+            TransportError(
+                "bad cert",
+                is_ambiguous=False,
+                error_type="tls_error",
+                is_retryable=False,
+            ),
+            Decision(False),
+        ),
         (ValueError("bug"), Decision(False)),
     ],
 )
@@ -125,6 +134,21 @@ async def test_an_empty_budget_fails_fast() -> None:
     assert isinstance(raised, TransportError)
     assert calls == 2  # one retry at cost 10, then 2 tokens left
     assert budget.tokens == 2
+
+
+async def test_a_transport_error_that_cannot_improve_is_tried_once() -> None:
+    """A TransportError with is_retryable=False is raised after one attempt."""
+    error = TransportError(
+        "endless list",
+        is_ambiguous=False,
+        error_type="list_walk_limit",
+        is_retryable=False,
+    )
+    calls, raised = await attempts_until_raise(
+        RetryPolicy(max_attempts=5, sleep=no_sleep), lambda _: error
+    )
+    assert calls == 1
+    assert raised is error
 
 
 async def test_deadline_stops_before_a_wait_that_would_overrun_it() -> None:

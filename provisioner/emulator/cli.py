@@ -1,17 +1,24 @@
 """``provisioner emulator``: serve the emulated API until SIGINT or SIGTERM.
 
+The accepted token comes from ``--token`` (visible in ``ps``), ``--token-file``, or
+``$QODER_PAT``, in that order; without any, one is made up and printed.
+``--tls-cert``/``--tls-key`` serve HTTPS. Binding a non-loopback address prints a
+warning on stderr.
+
 Exit codes: 0 stopped by a signal, 1 an OS error (cannot bind the port, cannot write
-the state file), 2 bad flags or an unreadable state file.
+the state file), 2 bad flags, an unreadable token, TLS or state file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from provisioner.emulator.config import DEFAULT_MAX_BODY_BYTES, EmulatorConfig
@@ -103,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a faithful, fault-injecting emulator of the Environments API.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _server_flags(parser.add_argument_group("server"))
+    server = parser.add_argument_group("server")
+    _server_flags(server)
+    _access_flags(server)
     faults = parser.add_argument_group("faults (API requests only, never admin routes)")
     for flag, parse, field, metavar, text in _FAULT_FLAGS:
         default = getattr(_DEFAULTS, field)
@@ -119,14 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _server_flags(group: argparse._ArgumentGroup) -> None:
+def _access_flags(group: argparse._ArgumentGroup) -> None:
+    """Who may talk to the emulator, and over what."""
     add = group.add_argument
-    add("--host", default="127.0.0.1", help="address to bind")
-    add("--port", type=_integer(0), default=8080, help="0 picks a free port")
     add(
         "--token",
         default=argparse.SUPPRESS,  # never show a token in --help
-        help="accepted bearer token (default: $QODER_PAT, else one is made up and printed)",
+        help="accepted bearer token; visible in ps, so prefer $QODER_PAT or --token-file "
+        "(default: $QODER_PAT, else one is made up and printed)",
+    )
+    add(
+        "--token-file",
+        metavar="FILE",
+        default=None,
+        help="read the accepted bearer token from FILE (wins over $QODER_PAT)",
     )
     add(
         "--forbidden-token",
@@ -135,6 +150,14 @@ def _server_flags(group: argparse._ArgumentGroup) -> None:
         metavar="TOKEN",
         help="a token answered 403 permission_error (repeatable)",
     )
+    add("--tls-cert", metavar="FILE", default=None, help="PEM certificate: serve HTTPS")
+    add("--tls-key", metavar="FILE", default=None, help="PEM private key of --tls-cert")
+
+
+def _server_flags(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--host", default="127.0.0.1", help="address to bind")
+    add("--port", type=_integer(0), default=8080, help="0 picks a free port")
     add("--no-unique-names", action="store_true", help="allow duplicate names")
     add("--no-idempotency", action="store_true", help="ignore Idempotency-Key")
     add(
@@ -169,7 +192,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
     if args.no_retry_after:
         plan.retry_after_s = None
     return EmulatorConfig(
-        token=getattr(args, "token", None) or os.environ.get("QODER_PAT") or None,
+        token=_token(args),
         forbidden_tokens=frozenset(args.forbidden_token),
         unique_names=not args.no_unique_names,
         idempotency=not args.no_idempotency,
@@ -178,7 +201,41 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         max_body_bytes=args.max_body_bytes,
         state_path=args.state,
         faults=plan,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """``--token``, else ``--token-file``'s content, else ``$QODER_PAT``, else None.
+
+    Raises:
+        ValueError: the token file cannot be read or is empty.
+    """
+    given: str | None = getattr(args, "token", None)
+    if given is not None:
+        return given
+    if args.token_file is not None:
+        try:
+            text = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read --token-file {args.token_file}: {exc.strerror}"
+            ) from exc
+        if not text:
+            raise ValueError(f"--token-file {args.token_file} is empty")
+        return text
+    return os.environ.get("QODER_PAT") or None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or an address in 127.0.0.0/8 or ``::1``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def serve(emulator: Emulator) -> None:
@@ -188,6 +245,11 @@ async def serve(emulator: Emulator) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with emulator:
+        if not is_loopback_host(emulator.host):
+            sys.stderr.write(
+                f"{PROG}: warning: listening on {emulator.host}, not a loopback "
+                "address: anyone who can reach this port can use the emulator\n"
+            )
         line = f"{PROG} listening on {emulator.url}"
         if emulator.config.token is None:
             line += f" token={emulator.token}"

@@ -26,6 +26,9 @@ class EmulatorConfig:
         state_path: JSON state file, loaded at start and saved atomically when dirty
             (at least every second) and on stop; None keeps state in memory only.
         faults: the live fault plan (this very object is mutated by the admin routes).
+        tls_cert: PEM certificate chain file; with ``tls_key`` the emulator serves
+            HTTPS (``Emulator.url`` starts with ``https://``). Both or neither.
+        tls_key: PEM private key file of ``tls_cert``.
     """
 
     token: str | None = None
@@ -37,6 +40,8 @@ class EmulatorConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     state_path: str | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.limit_over_max not in ("reject", "cap"):
@@ -51,3 +56,5 @@ class EmulatorConfig:
             )
         if self.token is not None and not self.token.strip():
             raise ValueError("token must not be empty")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")

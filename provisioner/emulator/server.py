@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,20 @@ SAVE_INTERVAL_S = 1.0
 SHUTDOWN_TIMEOUT_S = 2.0
 
 
+def _server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context, or ``None`` for plain HTTP."""
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise ValueError(
+            f"cannot load TLS certificate {cert} / key {key}: {exc}"
+        ) from exc
+    return context
+
+
 def make_token() -> str:
     """A made-up personal access token: ``pt-emu-`` + 24 hex digits."""
     return "pt-emu-" + secrets.token_hex(12)
@@ -34,7 +49,11 @@ class Emulator:
 
     ``async with Emulator(EmulatorConfig(token="pt-…")) as emu:`` serves the API at
     ``emu.url`` until the block ends. ``emu.faults`` is the live ``FaultPlan``: a change
-    takes effect on the next request. ``port=0`` picks a free port.
+    takes effect on the next request. ``port=0`` picks a free port. With
+    ``EmulatorConfig(tls_cert=..., tls_key=...)`` it serves HTTPS.
+
+    Raises:
+        ValueError: the TLS certificate or key cannot be loaded.
     """
 
     def __init__(
@@ -56,16 +75,18 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._saver: asyncio.Task[None] | None = None
+        self._ssl = _server_tls(self.config.tls_cert, self.config.tls_key)
 
     @property
     def root_url(self) -> str:
-        """``http://HOST:PORT``."""
+        """``http://HOST:PORT``, or ``https://`` when serving TLS."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self._ssl is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def url(self) -> str:
-        """The API base URL clients use: ``http://HOST:PORT/api/v1/cloud``."""
+        """The API base URL clients use: ``http(s)://HOST:PORT/api/v1/cloud``."""
         return f"{self.root_url}/api/v1/cloud"
 
     async def __aenter__(self) -> Emulator:
@@ -79,7 +100,8 @@ class Emulator:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl)
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
