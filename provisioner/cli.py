@@ -25,25 +25,49 @@ import structlog
 from provisioner import log
 from provisioner.client import ApiClient, open_session
 from provisioner.errors import ConfigError, ProvisionerError, SpecError
-from provisioner.options import build_parser
+from provisioner.lock import LogLock, lock_path
+from provisioner.options import (
+    SANDBOX_RESULTS,
+    UsageError,
+    build_parser,
+    check_combinations,
+    resolve_env,
+)
 from provisioner.progress import ProgressBar
 from provisioner.ratelimit import make_limiter
+from provisioner.redact import Scrubber, printable
 from provisioner.results import ResultSink, ResumeState, prepare_resume, set_aside
 from provisioner.retry import RetryBudget, RetryPolicy
-from provisioner.runner import Runner, Summary, utcnow
+from provisioner.runner import Runner
 from provisioner.settings import ApiSettings, RunSettings, Secret
-from provisioner.sources import JobFiles, ScanReport, scan
+from provisioner.sources import STDIN, JobFiles, ScanReport, scan
+from provisioner.summary import StopKind, Summary, describe, utcnow
+
+SANDBOX_TARGET = "sandbox"
 
 
 class ExitCode(IntEnum):
     """What ``provisioner`` exits with (listed in the README)."""
 
-    OK = 0  # every spec created or exists
-    FAILED = 1  # at least one spec failed, or the run was stopped by a 401/403
-    USAGE = 2  # bad flags, unreadable or invalid input; nothing was sent
+    OK = 0  # every spec of the job is created or exists
+    FAILED = (
+        1  # a spec failed, or a 401/403 or an untrusted certificate stopped the run
+    )
+    USAGE = 2  # bad flags, unreadable or invalid input, a locked result log; nothing was sent
+    LOG_WRITE = 74  # the result log could not be written (EX_IOERR): re-run to resume
     INTERRUPTED = (
         130  # SIGINT or SIGTERM; the result log is consistent: re-run to resume
     )
+    PIPE = 141  # the reader of --results - went away (128 + SIGPIPE, as Unix tools)
+
+
+_STOP_EXITS = {
+    StopKind.INTERRUPTED: ExitCode.INTERRUPTED,
+    StopKind.AUTH: ExitCode.FAILED,
+    StopKind.TLS: ExitCode.FAILED,
+    StopKind.LOG_WRITE: ExitCode.LOG_WRITE,
+    StopKind.PIPE: ExitCode.PIPE,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,14 +77,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         from provisioner.emulator.cli import main as emulator_main  # noqa: PLC0415 - only this command needs it
 
         return emulator_main(args_list[1:])
+    try:
+        with _terminate_raises_interrupt():
+            return _dispatch(args_list)
+    except KeyboardInterrupt:
+        print("provisioner: interrupted; nothing was left half-done", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return ExitCode.PIPE
+    except SystemExit as exc:  # argparse: --help, --version, a usage error
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+
+
+def _dispatch(args_list: list[str]) -> int:
     args = build_parser().parse_args(args_list)
+    scrub = Scrubber()
     try:
         if args.command == "validate":
             return _cmd_validate(args.jobs)
+        given = resolve_env(args, os.environ)
+        check_combinations(args, given)
         return _cmd_run(args)
-    except ProvisionerError as exc:
-        print(f"provisioner: error: {exc}", file=sys.stderr)
+    except (ProvisionerError, UsageError) as exc:
+        _say(f"error: {exc}", scrub)
         return ExitCode.USAGE
+
+
+@contextlib.contextmanager
+def _terminate_raises_interrupt() -> Iterator[None]:
+    """SIGTERM stops the reading and checking phases as SIGINT does (the run has its own handlers)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not complain."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _say(text: str, scrub: Scrubber) -> None:
+    """One line on stderr, secrets masked and control characters made visible."""
+    print(f"provisioner: {printable(scrub(text))}", file=sys.stderr)
 
 
 def _stdin() -> BinaryIO | None:
@@ -69,7 +136,7 @@ def _stdin() -> BinaryIO | None:
 
 def _print_errors(errors: Sequence[SpecError]) -> None:
     for error in errors:
-        print(error, file=sys.stderr)
+        print(printable(str(error)), file=sys.stderr)
 
 
 def _cmd_validate(paths: Sequence[str]) -> int:
@@ -102,7 +169,8 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
         settings = RunSettings(
             concurrency=int(args.concurrency),
             rate_per_s=float(args.rate),
-            results_path=args.results,
+            results_path=args.results
+            or (SANDBOX_RESULTS if args.sandbox else _default_results()),
             summary_path=args.summary,
             on_conflict=args.on_conflict,
             skip_invalid=bool(args.skip_invalid),
@@ -133,16 +201,21 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
             api_url=args.api_url,
             token_file=args.token_file,
             timeout_s=float(args.timeout),
+            ca_file=args.ca_file,
+            allow_insecure_http=bool(args.allow_insecure_http),
         )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, policy = _run_settings(args)
     api = _api_settings(args)
+    target = SANDBOX_TARGET if args.sandbox else api.base_url
     log.configure(
         fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
     )
-    with JobFiles(args.jobs, stdin=_stdin()) as files:
+    scrub = Scrubber([api.token.reveal()])
+    _check_summary_path(settings, args.jobs)
+    with _log_lock(settings), JobFiles(args.jobs, stdin=_stdin()) as files:
         report = scan(files)
         if report.errors and not settings.skip_invalid:
             _print_errors(report.errors)
@@ -151,20 +224,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return ExitCode.USAGE
-        resume = _prepare_log(settings, report)
+        resume = _prepare_log(settings, report, target)
+        _warn_foreign(resume, settings, target, scrub)
         plan = _Plan(
             api=api,
             settings=settings,
             policy=policy,
+            target=target,
+            scrub=scrub,
             sandbox=_sandbox_faults(args.sandbox_faults) if args.sandbox else None,
             show_progress=not args.no_progress and args.log_format != "json",
         )
         summary = asyncio.run(_run(plan, files, report, resume))
-    _report(summary, settings, report)
+    _report(summary, plan, report)
     return _exit_code(summary)
 
 
-def _prepare_log(settings: RunSettings, report: ScanReport) -> ResumeState:
+def _default_results() -> str:
+    return RunSettings().results_path
+
+
+def _check_summary_path(settings: RunSettings, jobs: Sequence[str]) -> None:
+    """``--summary`` must not overwrite the result log, its lock or a job file."""
+    if not settings.summary_path:
+        return
+    guarded = {"the result log": settings.results_path}
+    if not settings.is_stdout_results:
+        guarded["the result log's lock"] = lock_path(settings.results_path)
+    guarded.update({f"job file {job}": job for job in jobs if job != STDIN})
+    for what, path in guarded.items():
+        if path != "-" and _same_file(settings.summary_path, path):
+            raise UsageError(
+                f"--summary {settings.summary_path} would overwrite {what}"
+            )
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _log_lock(settings: RunSettings) -> contextlib.AbstractContextManager[object]:
+    if settings.is_stdout_results:
+        return contextlib.nullcontext()
+    return LogLock(settings.results_path, command="provisioner run")
+
+
+def _prepare_log(settings: RunSettings, report: ScanReport, target: str) -> ResumeState:
     if settings.is_stdout_results:
         return ResumeState(done={})
     if not settings.resume:
@@ -174,9 +284,22 @@ def _prepare_log(settings: RunSettings, report: ScanReport) -> ResumeState:
         return ResumeState(done={})
     return prepare_resume(
         settings.results_path,
+        target=target,
         input_names=report.names,
+        input_keys=report.keys,
         retry_failed=settings.retry_failed,
     )
+
+
+def _warn_foreign(
+    resume: ResumeState, settings: RunSettings, target: str, scrub: Scrubber
+) -> None:
+    for other, count in resume.foreign.items():
+        _say(
+            f"warning: {settings.results_path} holds {count} records made against {other}; "
+            f"ignored for this run against {target}",
+            scrub,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +309,8 @@ class _Plan:
     api: ApiSettings
     settings: RunSettings
     policy: RetryPolicy
+    target: str  # what the records name: the base URL, or "sandbox"
+    scrub: Scrubber
     sandbox: dict[str, Any] | None  # the fault plan of an in-process emulator, if any
     show_progress: bool
 
@@ -197,10 +322,12 @@ async def _run(
     async with (
         _api_target(plan.api, sandbox=plan.sandbox) as target,
         open_session(
-            concurrency=settings.concurrency, timeout_s=target.timeout_s
+            concurrency=settings.concurrency,
+            timeout_s=target.timeout_s,
+            ca_file=target.ca_file,
         ) as session,
     ):
-        sink = ResultSink.open(settings.results_path)
+        sink = ResultSink.open(settings.results_path, scrub=plan.scrub)
         skipped = len(report.names & resume.done.keys())
         bar = ProgressBar(
             total=report.total - skipped, stream=sys.stderr, enabled=plan.show_progress
@@ -212,6 +339,7 @@ async def _run(
             limiter=make_limiter(settings.rate_per_s),
             sink=sink,
             settings=settings,
+            target=plan.target,
             resume=resume,
             on_result=bar.advance,
         )
@@ -265,16 +393,8 @@ def _sandbox_faults(text: str | None) -> dict[str, Any]:
 def _signals(runner: Runner) -> Iterator[None]:
     """First SIGINT/SIGTERM drains the run; a second one cancels what is in flight."""
     loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if runner.summary.stopped_by == "interrupted":
-            runner.abort()
-        else:
-            runner.summary.stopped_by = "interrupted"
-            runner.stop("interrupted")
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, runner.interrupt)
     try:
         yield
     finally:
@@ -282,47 +402,44 @@ def _signals(runner: Runner) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-def _report(summary: Summary, settings: RunSettings, report: ScanReport) -> None:
-    settled = summary.created + summary.exists + summary.failed + summary.invalid
-    not_started = report.total - settled - summary.skipped - summary.interrupted
-    print(
-        f"provisioner: {report.total} specs: {summary.created} created, {summary.exists} exists, "
-        f"{summary.failed} failed, {summary.invalid} invalid, {summary.skipped} skipped (already done) "
-        f"in {summary.wall_s:.1f} s ({summary.creates_per_s:.1f} creates/s; "
-        f"{summary.requests} requests, {summary.retries} retries)",
-        file=sys.stderr,
-    )
-    if summary.stopped_by:
-        print(
-            f"provisioner: stopped ({summary.stopped_by}): {summary.interrupted} in flight and {not_started} not started; "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-    if not settings.is_stdout_results:
-        print(f"provisioner: results in {settings.results_path}", file=sys.stderr)
+def _report(summary: Summary, plan: _Plan, report: ScanReport) -> None:
+    settings = plan.settings
+    resumable = not settings.is_stdout_results
+    for line in describe(summary, total=report.total, resumable=resumable):
+        _say(line, plan.scrub)
+    if resumable:
+        _say(f"results in {settings.results_path}", plan.scrub)
     if settings.summary_path:
-        data = {
-            **summary.to_dict(),
-            "total": report.total,
-            "not_started": not_started,
-            "results": settings.results_path,
-        }
-        try:
-            Path(settings.summary_path).write_bytes(
-                orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
-            )
-        except OSError as exc:
-            # The run is done and its log is complete: say so, do not crash.
-            print(
-                f"provisioner: warning: cannot write summary {settings.summary_path}: {exc.strerror}",
-                file=sys.stderr,
-            )
+        _write_summary(summary, plan, report)
 
 
-def _exit_code(summary: Summary) -> int:
-    if summary.stopped_by == "interrupted":
-        return ExitCode.INTERRUPTED
-    if summary.failed or summary.stopped_by:
+def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
+    settings = plan.settings
+    data = {
+        **summary.to_dict(),
+        "stopped_by": plan.scrub(summary.stopped_by or "") or None,
+        "total": report.total,
+        "not_started": report.total - summary.settled - summary.interrupted,
+        "results": settings.results_path,
+        "target": plan.target,
+        "exit_code": int(_exit_code(summary)),
+    }
+    try:
+        Path(settings.summary_path or "").write_bytes(
+            orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+        )
+    except OSError as exc:
+        # The run is done and its log is complete: say so, do not crash.
+        _say(
+            f"warning: cannot write summary {settings.summary_path}: {exc.strerror}",
+            plan.scrub,
+        )
+
+
+def _exit_code(summary: Summary) -> ExitCode:
+    if summary.stop is not None:
+        return _STOP_EXITS[summary.stop.kind]
+    if summary.failed:
         return ExitCode.FAILED
     if summary.invalid:
         return ExitCode.USAGE

@@ -2,7 +2,9 @@
 
 Events go to stderr: human-readable on a terminal, JSON lines (orjson) otherwise
 or with ``--log-format json``. Redaction is a second line of defence: the token
-is never logged on purpose, but any string value containing it is masked.
+is never logged on purpose, but any string value containing it, or anything
+shaped like an ``Authorization`` value, is masked. On the console, control and
+bidirectional characters in values are shown as escapes, never acted on.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from provisioner.redact import MASK, Scrubber, printable
+
 LogFormat = Literal["auto", "console", "json"]
-MASK = "***"
 _SECRET_KEYS = frozenset({"token", "authorization", "password", "secret"})
 
 
@@ -25,7 +28,7 @@ class Redactor:
     """A processor that masks given secrets and secret-named fields."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = tuple(s for s in secrets if s)
+        self.mask = Scrubber(secrets)
 
     def __call__(self, _: WrappedLogger, __: str, event: EventDict) -> EventDict:
         for key, value in event.items():
@@ -35,12 +38,13 @@ class Redactor:
                 event[key] = self.mask(value)
         return event
 
-    def mask(self, text: str) -> str:
-        """``text`` with every secret replaced by ``***``."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+
+def _printable_values(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """On a terminal, no value may move the cursor, ring the bell or flip text."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = printable(value)
+    return event
 
 
 def _orjson_dumps(event: MutableMapping[str, Any], **_: Any) -> bytes:
@@ -56,7 +60,8 @@ def configure(
 ) -> None:
     """Configure structlog for the command line (called once, from ``cli.py``)."""
     out = stream or sys.stderr
-    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    is_terminal = out.isatty()
+    as_json = fmt == "json" or (fmt == "auto" and not is_terminal)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -64,6 +69,8 @@ def configure(
         structlog.processors.format_exc_info,
         Redactor(secrets),
     ]
+    if is_terminal:
+        shared.append(_printable_values)
     if as_json:
         renderer: Processor = structlog.processors.JSONRenderer(
             serializer=_orjson_dumps
@@ -71,7 +78,7 @@ def configure(
         binary: BinaryIO = out.buffer
         factory: Any = structlog.BytesLoggerFactory(file=binary)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=is_terminal)
         factory = structlog.PrintLoggerFactory(file=out)
     structlog.configure(
         processors=[*shared, renderer],

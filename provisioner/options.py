@@ -1,19 +1,63 @@
-"""The ``provisioner`` argument parser: every flag, its environment variable and default.
+"""The ``provisioner`` command line: every flag, its environment variable and default.
 
-Defaults come from the settings dataclasses (they live there only); each value flag
-can also be set by ``PROVISIONER_<FLAG>`` in the environment.
+One table (:data:`RUN_FLAGS`) says, for each flag of ``run``, its environment
+variable, how a value is checked and its default (taken from the settings
+dataclasses, where defaults live). A value from the environment goes through the
+same check as one from argv, and a bad one of either is a usage error: one line
+naming the flag or the variable, exit 2. Long options are never abbreviated
+(``--token`` is not ``--token-file``), and an unknown option is named without
+echoing any value given with it (it may be a secret).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import MISSING, fields
-from typing import Any
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, NoReturn
 
 from provisioner import __version__
 from provisioner.retry import RetryPolicy
 from provisioner.settings import ApiSettings, RunSettings
+
+USAGE_EXIT = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "console", "json")
+ON_CONFLICT = ("exists", "fail")
+SANDBOX_RESULTS = "results.sandbox.jsonl"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_UNKNOWN = "unrecognized arguments: "
+
+Convert = Callable[[str], Any]
+
+
+class UsageError(Exception):
+    """A flag or environment variable with an impossible value."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line on stderr and exit 2; values are never echoed for unknown options."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith(_UNKNOWN):
+            message = _unknown_message(message.removeprefix(_UNKNOWN).split())
+        self.exit(
+            USAGE_EXIT, f"provisioner: error: {message} (see {self.prog} --help)\n"
+        )
+
+
+def _unknown_message(words: Sequence[str]) -> str:
+    options = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+    if any(o in {"--token", "--pat", "--api-key"} for o in options):
+        return (
+            "the token is never a command-line value (it would show in ps): "
+            "set QODER_PAT or use --token-file"
+        )
+    if not options:
+        return f"unexpected argument ({len(words)} given)"
+    return "unknown option " + ", ".join(dict.fromkeys(options))
 
 
 def _default(cls: Any, name: str) -> Any:
@@ -24,139 +68,190 @@ def _default(cls: Any, name: str) -> Any:
     raise KeyError(name)
 
 
-def _env(flag: str, default: Any) -> Any:
-    name = "PROVISIONER_" + flag.removeprefix("--").replace("-", "_").upper()
-    return os.environ.get(name, default)
+# --- value checks, the same for argv and the environment ---------------------
 
 
-# flag, type, default, help ("%(default)s" is filled in by argparse)
-_VALUE_FLAGS: tuple[tuple[str, type, Any, str], ...] = (
-    (
-        "--concurrency",
-        int,
-        _default(RunSettings, "concurrency"),
-        "requests in flight at most (default %(default)s)",
-    ),
-    (
-        "--rate",
-        float,
-        _default(RunSettings, "rate_per_s"),
-        "requests per second at most; 0 = unlimited (default %(default)s)",
-    ),
-    (
-        "--timeout",
-        float,
-        _default(ApiSettings, "timeout_s"),
-        "seconds per request (default %(default)s)",
-    ),
-    (
-        "--max-attempts",
-        int,
-        _default(RetryPolicy, "max_attempts"),
-        "attempts per request, the first included (default %(default)s)",
-    ),
-    (
-        "--deadline",
-        float,
-        _default(RetryPolicy, "deadline_s"),
-        "seconds after a spec's first attempt when no new attempt starts (default %(default)s)",
-    ),
-    (
-        "--backoff",
-        float,
-        _default(RetryPolicy, "wait_initial_s"),
-        "seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)",
-    ),
-    (
-        "--backoff-max",
-        float,
-        _default(RetryPolicy, "wait_max_s"),
-        "longest backoff between attempts, in seconds (default %(default)s)",
-    ),
-    (
-        "--grace",
-        float,
-        _default(RunSettings, "grace_s"),
-        "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)",
-    ),
-    (
-        "--results",
-        str,
-        _default(RunSettings, "results_path"),
-        "result log, JSON Lines; - for stdout (default %(default)s)",
-    ),
-    ("--summary", str, None, "also write the run summary as JSON to this file"),
-    (
-        "--sandbox-faults",
-        str,
-        None,
-        "with --sandbox: faults for the emulator, e.g. error_503=0.05,reset_after_commit=0.02,latency_ms=20,seed=7",
-    ),
-    ("--token-file", str, None, "read the token from this file instead of $QODER_PAT"),
-    ("--log-level", str, "info", "debug, info, warning or error (default %(default)s)"),
-)
+def _number(kind: type, minimum: float, *, strict: bool = False) -> Convert:
+    """A finite int or float at least ``minimum`` (above it when ``strict``)."""
+    bound = f"{'above' if strict else 'at least'} {minimum:g}"
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        too_small = value <= minimum if strict else value < minimum
+        if not math.isfinite(value) or too_small:
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
+        return value
+
+    return convert
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    add = p.add_argument
-    add(
+def _choice(options: Sequence[str]) -> Convert:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise argparse.ArgumentTypeError(
+                f"expected one of {', '.join(options)}, got {text!r}"
+            )
+        return value
+
+    return convert
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty value")
+    return text
+
+
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(
+        f"expected 1/0, true/false or yes/no, got {text!r}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One flag of ``run``: how it is spelt, checked, defaulted and explained."""
+
+    name: str  # --kebab-case
+    convert: Convert | None  # None: an on/off switch
+    default: Any
+    help: str
+    metavar: str | None = None
+    negatable: bool = False  # --flag / --no-flag
+
+    @property
+    def dest(self) -> str:
+        """The attribute on the parsed namespace."""
+        return self.name.removeprefix("--").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "PROVISIONER_" + self.dest.upper()
+
+
+def _positive(kind: type) -> Convert:
+    return _number(kind, 0, strict=True)
+
+
+RUN_FLAGS: tuple[Flag, ...] = (
+    Flag("--sandbox", None, False, "run against an emulator started in-process, with a throwaway token"),
+    Flag("--sandbox-faults", str, None, "with --sandbox: the emulator's faults, e.g. error_503=0.05,reset_after_commit=0.02,latency_ms=20,seed=7", "LIST"),
+    Flag("--token-file", _path, None, "read the token from this file instead of $QODER_PAT", "PATH"),
+    Flag("--ca-file", _path, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
+    Flag("--allow-insecure-http", None, False, "allow a plain http:// API URL that is not loopback (sends the token unencrypted)"),
+    Flag("--concurrency", _number(int, 1), _default(RunSettings, "concurrency"), "requests in flight at most (default %(default)s)", "N"),
+    Flag("--rate", _number(float, 0), _default(RunSettings, "rate_per_s"), "requests per second at most; 0 = unlimited (default %(default)s)", "R"),
+    Flag("--timeout", _positive(float), _default(ApiSettings, "timeout_s"), "seconds per request (default %(default)s)", "S"),
+    Flag("--max-attempts", _number(int, 1), _default(RetryPolicy, "max_attempts"), "attempts per request, the first included (default %(default)s)", "N"),
+    Flag("--deadline", _positive(float), _default(RetryPolicy, "deadline_s"), "seconds after a spec's first attempt when no new attempt starts (default %(default)s)", "S"),
+    Flag("--backoff", _number(float, 0), _default(RetryPolicy, "wait_initial_s"), "seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)", "S"),
+    Flag("--backoff-max", _number(float, 0), _default(RetryPolicy, "wait_max_s"), "longest backoff between attempts, in seconds (default %(default)s)", "S"),
+    Flag("--grace", _number(float, 0), _default(RunSettings, "grace_s"), "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)", "S"),
+    Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS})", "PATH"),
+    Flag("--summary", _path, None, "also write the run summary as JSON to this file", "PATH"),
+    Flag("--skip-invalid", None, False, "record invalid specs as 'invalid' and run the rest"),
+    Flag("--on-conflict", _choice(ON_CONFLICT), _default(RunSettings, "on_conflict"), "a name that already exists is 'exists' or a failure (default %(default)s)", "{exists,fail}"),
+    Flag("--resume", None, _default(RunSettings, "resume"), "skip specs the result log already has as created/exists for this API (default on)", negatable=True),
+    Flag("--retry-failed", None, _default(RunSettings, "retry_failed"), "on resume, try failed specs again (default on)", negatable=True),
+    Flag("--log-format", _choice(LOG_FORMATS), "auto", "console on a terminal, JSON otherwise (default %(default)s)", "{auto,console,json}"),
+    Flag("--log-level", _choice(LOG_LEVELS), "info", "debug, info, warning or error (default %(default)s)", "LEVEL"),
+    Flag("--no-progress", None, False, "no progress bar, even on a terminal"),
+)  # fmt: skip
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    text = f"{flag.help} [env {flag.env}]"
+    if flag.convert is None:
+        action: Any = argparse.BooleanOptionalAction if flag.negatable else "store_true"
+        parser.add_argument(flag.name, action=action, default=None, help=text)
+        return
+    parser.add_argument(
+        flag.name, type=flag.convert, default=None, metavar=flag.metavar, help=text
+    )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "jobs",
         nargs="+",
         metavar="JOB",
         help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
     )
-    add(
+    parser.add_argument(
         "--api-url",
         default=None,
         help=f"API base URL (env QODER_API_URL or QODER_BASE_URL; default {_default(ApiSettings, 'base_url')})",
     )
-    add(
-        "--sandbox",
-        action="store_true",
-        help="run against an emulator started in-process, with a throwaway token",
-    )
-    for flag, kind, default, text in _VALUE_FLAGS:
-        add(flag, type=kind, default=_env(flag, default), help=text)
-    add(
-        "--skip-invalid",
-        action="store_true",
-        default=_env("--skip-invalid", "") == "1",
-        help="record invalid specs as 'invalid' and run the rest",
-    )
-    add(
-        "--on-conflict",
-        choices=["exists", "fail"],
-        default=_env("--on-conflict", _default(RunSettings, "on_conflict")),
-        help="a name that already exists is 'exists' or a failure (default %(default)s)",
-    )
-    add(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=_default(RunSettings, "resume"),
-        help="skip specs the result log already has as created/exists (default on)",
-    )
-    add(
-        "--retry-failed",
-        action=argparse.BooleanOptionalAction,
-        default=_default(RunSettings, "retry_failed"),
-        help="on resume, try failed specs again (default on)",
-    )
-    add(
-        "--log-format",
-        choices=["auto", "console", "json"],
-        default=_env("--log-format", "auto"),
-        help="console on a terminal, JSON otherwise (default %(default)s)",
-    )
-    add(
-        "--no-progress", action="store_true", help="no progress bar, even on a terminal"
-    )
+    for flag in RUN_FLAGS:
+        _add_flag(parser, flag)
+    parser.set_defaults(_flag_defaults={f.dest: f.default for f in RUN_FLAGS})
+
+
+def resolve_env(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
+    """Fill every flag not given on the command line from its variable, else its default.
+
+    Returns the flags given on the command line (their ``dest`` names).
+
+    Raises:
+        UsageError: a variable's value fails the flag's check.
+    """
+    given: set[str] = set()
+    for flag in RUN_FLAGS:
+        if getattr(args, flag.dest) is not None:
+            given.add(flag.dest)
+            continue
+        raw = env.get(flag.env)
+        value = flag.default if raw is None else _from_env(flag, raw)
+        setattr(args, flag.dest, value)
+    return given
+
+
+def _from_env(flag: Flag, raw: str) -> Any:
+    convert = flag.convert or _switch
+    try:
+        return convert(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{flag.env}: {exc}") from None
+
+
+def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
+    """Flags that need another, or exclude one.
+
+    Raises:
+        UsageError: naming both flags.
+    """
+    if args.sandbox_faults is not None and not args.sandbox:
+        source = (
+            "--sandbox-faults"
+            if "sandbox_faults" in given
+            else "PROVISIONER_SANDBOX_FAULTS"
+        )
+        raise UsageError(f"{source} needs --sandbox")
+    if args.sandbox and args.api_url is not None:
+        raise UsageError("--api-url and --sandbox exclude each other")
+    if args.sandbox and "token_file" in given:
+        raise UsageError(
+            "--token-file and --sandbox exclude each other (the sandbox makes its own token)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``provisioner`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="provisioner",
         description="Create Qoder Cloud Agents Environments in bulk.",
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--version", action="version", version=f"provisioner {__version__}"
@@ -166,12 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="create every environment of the job files",
         description="Validate job files, then create their environments concurrently, writing one result record per spec.",
+        allow_abbrev=False,
     )
     _add_run_flags(run)
     validate = sub.add_parser(
         "validate",
         help="check job files without sending anything",
         description="Check every spec of the job files; list every error with file, line and field.",
+        allow_abbrev=False,
     )
     validate.add_argument("jobs", nargs="+", metavar="JOB")
     sub.add_parser(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -28,15 +29,31 @@ STATUSES: tuple[Status, ...] = ("created", "exists", "failed", "invalid")
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """Why a spec did not succeed: a machine-readable type and a sentence."""
+    """Why a spec did not succeed: a machine-readable type and a sentence.
+
+    ``lookup`` is set when the failure of a follow-up name lookup (after a lost
+    or conflicting create) sits beside the create's own error.
+    """
 
     type: str
     message: str
+    lookup: ErrorInfo | None = None
+
+    def to_dict(self, scrub: Callable[[str], str]) -> dict[str, Any]:
+        """The error as written to the log, its messages scrubbed."""
+        data: dict[str, Any] = {"type": self.type, "message": scrub(self.message)}
+        if self.lookup is not None:
+            data["lookup"] = self.lookup.to_dict(scrub)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The final record of one spec."""
+    """The final record of one spec.
+
+    ``target`` is the API the record was made against (its base URL, or
+    ``sandbox``): resume trusts a record only for the same target.
+    """
 
     name: str | None
     status: Status
@@ -49,13 +66,14 @@ class Result:
     finished_at: datetime
     spec_key: str | None = None
     request_id: str | None = None
+    target: str | None = None
 
     @property
     def duration_ms(self) -> float:
         """Milliseconds from the first attempt to the final answer."""
         return round((self.finished_at - self.started_at).total_seconds() * 1000, 3)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, scrub: Callable[[str], str] = str) -> dict[str, Any]:
         """The record as written to the log (field order is part of the format)."""
         return {
             "name": self.name,
@@ -63,15 +81,14 @@ class Result:
             "id": self.id,
             "attempts": self.attempts,
             "http_status": self.http_status,
-            "error": None
-            if self.error is None
-            else {"type": self.error.type, "message": self.error.message},
+            "error": None if self.error is None else self.error.to_dict(scrub),
             "source": self.source,
             "started_at": _rfc3339(self.started_at),
             "finished_at": _rfc3339(self.finished_at),
             "duration_ms": self.duration_ms,
             "spec_key": self.spec_key,
             "request_id": self.request_id,
+            "target": self.target,
         }
 
 
@@ -82,26 +99,35 @@ def _rfc3339(moment: datetime) -> str:
 class ResultSink:
     """Appends records to a JSON Lines file (or stdout) as they finish.
 
-    Every record is written with one ``write`` and flushed at once; ``fsync``
-    runs every ``fsync_every`` records or ``fsync_interval_s`` seconds, and on
-    close.
+    Every record is written with one ``write`` call (repeated only for a short
+    write) and reaches the operating system at once; ``fsync`` runs every
+    ``fsync_every`` records or ``fsync_interval_s`` seconds, and on close. After
+    a failed write the sink is broken: it writes nothing more, so a torn line
+    can only be the last one (the next open cuts it).
+
+    Args:
+        stream: an unbuffered file, or a buffered stream that is flushed per record.
+        scrub: applied to every error message before it is stored.
     """
 
     def __init__(
         self,
         stream: IO[bytes],
         *,
+        scrub: Callable[[str], str] = str,
         fsync_every: int = 100,
         fsync_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stream = stream
+        self._scrub = scrub
         self._fsync_every = fsync_every
         self._fsync_interval_s = fsync_interval_s
         self._clock = clock
         self._unsynced = 0
         self._last_sync = clock()
         self._can_sync = _has_fileno(stream)
+        self.is_broken = False
 
     @classmethod
     def open(cls, path: str, **options: Any) -> ResultSink:
@@ -110,7 +136,7 @@ class ResultSink:
             return cls(sys.stdout.buffer, **options)
         try:
             drop_torn_tail(path)
-            stream = Path(path).open("ab")  # noqa: SIM115 - closed by ResultSink.close
+            stream = Path(path).open("ab", buffering=0)  # noqa: SIM115 - closed by ResultSink.close
         except OSError as exc:
             raise ResultLogError(
                 f"cannot open result log {path}: {exc.strerror}"
@@ -118,13 +144,22 @@ class ResultSink:
         return cls(stream, **options)
 
     def write(self, result: Result) -> None:
-        """Append one record and flush it to the operating system."""
+        """Append one record and hand it to the operating system.
+
+        Raises:
+            ResultLogError: the write failed (disk full, file too large, I/O
+                error, closed pipe: the ``OSError`` is its ``__cause__``), or an
+                earlier one did.
+        """
+        if self.is_broken:
+            raise ResultLogError("the result log could not be written earlier")
+        line = orjson.dumps(result.to_dict(self._scrub)) + b"\n"
         try:
-            self._stream.write(orjson.dumps(result.to_dict()) + b"\n")
-            self._stream.flush()
+            _write_all(self._stream, line)
         except OSError as exc:
+            self.is_broken = True
             raise ResultLogError(
-                f"cannot write the result log: {exc.strerror}"
+                f"cannot write the result log: {exc.strerror or exc}"
             ) from exc
         self._unsynced += 1
         now = self._clock()
@@ -136,17 +171,29 @@ class ResultSink:
 
     def sync(self) -> None:
         """Force written records to the disk."""
-        if self._can_sync and self._unsynced:
+        if self._can_sync and self._unsynced and not self.is_broken:
             with contextlib.suppress(OSError):  # a pipe or tty cannot fsync
                 os.fsync(self._stream.fileno())
         self._unsynced = 0
         self._last_sync = self._clock()
 
     def close(self) -> None:
-        """Sync and close (stdout is flushed, not closed)."""
+        """Sync and close (stdout is left open)."""
         self.sync()
         if self._stream is not sys.stdout.buffer:
-            self._stream.close()
+            with contextlib.suppress(OSError):
+                self._stream.close()
+
+
+def _write_all(stream: IO[bytes], data: bytes) -> None:
+    """Write ``data`` whole: an unbuffered file may take it in parts."""
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if written is None:  # pragma: no cover - only non-blocking streams do this
+            raise BlockingIOError("the result log would block")
+        view = view[written:]
+    stream.flush()
 
 
 def _has_fileno(stream: IO[bytes]) -> bool:
@@ -157,8 +204,22 @@ def _has_fileno(stream: IO[bytes]) -> bool:
     return True
 
 
+def is_regular_log(path: str) -> bool:
+    """Whether ``path`` is a regular file that a run can read back and rewrite.
+
+    A result log may also be a pipe or a device (``/dev/stderr``): it is then
+    only written, never read, cut or compacted.
+    """
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def drop_torn_tail(path: str) -> bool:
     """Cut a last line that a kill left without its newline; ``True`` if one was cut."""
+    if not is_regular_log(path):
+        return False
     try:
         with Path(path).open("r+b") as fh:
             size = fh.seek(0, os.SEEK_END)
@@ -222,52 +283,85 @@ def _parse_record(path: str, line: int, raw: bytes) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ResumeState:
-    """What an earlier run already settled, by spec name.
+    """What an earlier run against the same target already settled, by spec name.
 
     Attributes:
-        done: name -> status of every settled spec.
-        log_existed: the log was there before this run, so an earlier run of
-            this job may have sent requests whose answers it never recorded.
+        done: name -> status of every spec whose last record (for this target and
+            this exact spec key) needs no further request: ``created`` or
+            ``exists``, and ``failed`` when failed specs are not retried.
+        log_existed: an earlier run against this target used the log (or left it
+            empty), so it may have sent requests whose answers it never recorded.
+        foreign: target -> how many records of another API the log holds (ignored).
     """
 
     done: dict[str, str]
     log_existed: bool = False
+    foreign: dict[str, int] = field(default_factory=dict)
 
-    def is_done(self, name: str) -> bool:
-        """Whether the spec named ``name`` needs no further request."""
-        return name in self.done
+    def status_of(self, name: str) -> str | None:
+        """The settled status of ``name``, or ``None`` when it must be (re)done."""
+        return self.done.get(name)
+
+
+#: How a record without a ``target`` (written before targets were recorded) is named.
+NO_TARGET = "(no target recorded)"
 
 
 def prepare_resume(
-    path: str, *, input_names: frozenset[str], retry_failed: bool
+    path: str,
+    *,
+    target: str,
+    input_names: frozenset[str],
+    input_keys: Mapping[str, str],
+    retry_failed: bool,
 ) -> ResumeState:
     """Read the log, decide what is settled, and compact what will be redone.
 
-    Settled: the last record of a name is ``created`` or ``exists`` (or
-    ``failed`` when ``retry_failed`` is off). Records of names in this input that
-    will be attempted again are removed from the log (atomically), so that after
-    the run every spec has exactly one record.
+    Only records made against ``target`` count; a record is settled when it is
+    the last one of its name, its ``spec_key`` equals the spec's key in
+    ``input_keys`` (an edited spec is not done), and its status is ``created`` or
+    ``exists`` (or ``failed`` when ``retry_failed`` is off). This target's
+    records of specs that will be attempted again are removed from the log
+    (atomically), so after the run every spec has one record per target.
+    Records of other targets are kept as they are.
     """
+    if not is_regular_log(path):
+        return ResumeState(done={})
     settled = set(SUCCESS) if retry_failed else {*SUCCESS, "failed"}
-    existed = Path(path).exists()
-    last: dict[str, str] = {}
-    has_nameless = False
+    existed = True
+    last: dict[str, tuple[str, object]] = {}
+    foreign: dict[str, int] = {}
+    has_nameless = has_ours = False
     for _, record in iter_records(path):
+        record_target = record.get("target")
+        if record_target != target:
+            label = record_target if isinstance(record_target, str) else NO_TARGET
+            foreign[label] = foreign.get(label, 0) + 1
+            continue
+        has_ours = True
         name = record.get("name")
         if isinstance(name, str):
-            last[name] = record["status"]
+            last[name] = (record["status"], record.get("spec_key"))
         else:
             has_nameless = True
-    done = {n: s for n, s in last.items() if s in settled}
-    redo = {n for n in last if n in input_names and n not in done}
+    done = {
+        name: status
+        for name, (status, key) in last.items()
+        if status in settled and key == input_keys.get(name)
+    }
+    redo = {name for name in last if name in input_names and name not in done}
     if redo or has_nameless:
         # Nameless records are invalid specs; a run that still finds them invalid
         # writes them again.
         _rewrite(
             path,
-            keep=lambda r: isinstance(r.get("name"), str) and r["name"] not in redo,
+            keep=lambda r: (
+                r.get("target") != target
+                or (isinstance(r.get("name"), str) and r["name"] not in redo)
+            ),
         )
-    return ResumeState(done=done, log_existed=existed)
+    log_existed = existed and (has_ours or not foreign)
+    return ResumeState(done=done, log_existed=log_existed, foreign=foreign)
 
 
 def _rewrite(path: str, *, keep: Callable[[dict[str, Any]], bool]) -> None:

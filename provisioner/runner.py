@@ -12,74 +12,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
 import anyio
 import structlog
 
-from provisioner.client import ApiClient, Created, Page
-from provisioner.errors import ApiError, AuthError, ConflictError, TransportError
+from provisioner.client import TLS_ERROR, ApiClient, Created, Page
+from provisioner.errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    ResultLogError,
+    TransportError,
+)
 from provisioner.ratelimit import RateLimiter
 from provisioner.reconcile import NameIndex, created_by_us
 from provisioner.results import ErrorInfo, Result, ResultSink, ResumeState, Status
 from provisioner.retry import RetryBudget, RetryPolicy, decide
 from provisioner.settings import RunSettings
 from provisioner.sources import InvalidSpec, Spec
+from provisioner.summary import StopKind, StopReason, Summary, utcnow
 
 T = TypeVar("T")
 log = structlog.get_logger("provisioner.runner")
-
-
-def utcnow() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class Summary:
-    """Counts for one run; ``wall_s`` is filled when the run ends."""
-
-    created: int = 0
-    exists: int = 0
-    failed: int = 0
-    invalid: int = 0
-    skipped: int = 0
-    interrupted: int = 0
-    requests: int = 0
-    retries: int = 0
-    wall_s: float = 0.0
-    stopped_by: str | None = None
-
-    def count(self, status: Status) -> None:
-        """Add one final record of ``status``."""
-        setattr(self, status, getattr(self, status) + 1)
-
-    @property
-    def creates_per_s(self) -> float:
-        """Environments created per second of wall time."""
-        return self.created / self.wall_s if self.wall_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The summary as written by ``--summary``."""
-        return {
-            "counts": {
-                k: getattr(self, k)
-                for k in (
-                    "created",
-                    "exists",
-                    "failed",
-                    "invalid",
-                    "skipped",
-                    "interrupted",
-                )
-            },
-            "requests": self.requests,
-            "retries": self.retries,
-            "wall_s": round(self.wall_s, 3),
-            "creates_per_s": round(self.creates_per_s, 2),
-            "stopped_by": self.stopped_by,
-        }
 
 
 class _DrainedError(Exception):
@@ -88,13 +44,20 @@ class _DrainedError(Exception):
 
 @dataclass(slots=True)
 class _Attempts:
-    """What one spec's requests have seen so far."""
+    """What one spec's requests have seen so far.
+
+    ``count`` is create requests sent; ``last_status`` and ``request_id`` are
+    those of the last create answer; ``create_error`` is the last create's
+    failure and ``lookup_error`` the failure of a name lookup made after it.
+    """
 
     count: int = 0
     last_status: int | None = None
     request_id: str | None = None
     ambiguous_since: datetime | None = None
     last_cost: int = 0
+    create_error: ApiError | TransportError | None = None
+    lookup_error: BaseException | None = None
     started: datetime = field(default_factory=utcnow)
 
 
@@ -108,7 +71,8 @@ class Runner:
         limiter: paces every request, retries and list calls included.
         sink: where final records go.
         settings: concurrency, conflict handling, grace period.
-        resume: names an earlier run already settled (skipped here).
+        target: the API the records are made against (base URL or ``sandbox``).
+        resume: names an earlier run against this target already settled.
         on_result: called with each record after it is written (progress display).
         clock: returns the current UTC time.
     """
@@ -122,6 +86,7 @@ class Runner:
         limiter: RateLimiter,
         sink: ResultSink,
         settings: RunSettings,
+        target: str | None = None,
         resume: ResumeState | None = None,
         on_result: Callable[[Result], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -132,6 +97,7 @@ class Runner:
         self._limiter = limiter
         self._sink = sink
         self._settings = settings
+        self._target = target
         self._resume = resume or ResumeState(done={})
         self._on_result = on_result
         self._clock = clock
@@ -142,6 +108,7 @@ class Runner:
         self._stopped: anyio.Event | None = None
         self.summary = Summary()
         self.is_stopping = False
+        self._is_interrupted = False
 
     async def run(self, items: Iterable[Spec | InvalidSpec]) -> Summary:
         """Process every item (or until stopped) and return the summary."""
@@ -160,21 +127,29 @@ class Runner:
             self.summary.wall_s = anyio.current_time() - start
         return self.summary
 
-    def stop(self, reason: str = "interrupted") -> None:
+    def stop(self, reason: StopReason) -> None:
         """Take no new spec; requests in flight may finish for ``grace_s``."""
         if self.is_stopping:
             return
         self.is_stopping = True
-        self.summary.stopped_by = self.summary.stopped_by or reason
+        self.summary.stop = reason
         if self._stopped is not None:
             self._stopped.set()
-        log.info("run.draining", reason=reason, grace_s=self._settings.grace_s)
+        log.info("run.draining", reason=reason.text, grace_s=self._settings.grace_s)
         loop = asyncio.get_running_loop()
         self._grace_timer = loop.call_later(self._settings.grace_s, self.abort)
 
+    def interrupt(self) -> None:
+        """A signal: the first drains the run, a second cancels what is in flight."""
+        if self._is_interrupted:
+            self.abort()
+            return
+        self._is_interrupted = True
+        self.stop(StopReason(StopKind.INTERRUPTED, "interrupted"))
+
     def abort(self) -> None:
         """Cancel requests in flight now; they get no record (a later run redoes them)."""
-        self.stop()
+        self.stop(StopReason(StopKind.INTERRUPTED, "interrupted"))
         if self._scope is not None:
             self._scope.cancel()
 
@@ -187,8 +162,8 @@ class Runner:
         while (item := self._take()) is not None:
             if isinstance(item, InvalidSpec):
                 self._record(self._invalid_result(item))
-            elif self._resume.is_done(item.name):
-                self.summary.skipped += 1
+            elif (earlier := self._resume.status_of(item.name)) is not None:
+                self._count_earlier(earlier)
             else:
                 try:
                     result = await self._provision(item)
@@ -200,11 +175,33 @@ class Runner:
                 else:
                     self._record(result)
 
+    def _count_earlier(self, status: str) -> None:
+        """A spec an earlier run settled: skipped, or still failed (not retried)."""
+        if status == "failed":
+            self.summary.failed += 1
+            self.summary.failed_before += 1
+        else:
+            self.summary.skipped += 1
+
     def _record(self, result: Result) -> None:
-        self._sink.write(result)
+        try:
+            self._sink.write(result)
+        except ResultLogError as exc:
+            self.summary.interrupted += 1
+            self._on_log_error(exc)
+            return
         self.summary.count(result.status)
         if self._on_result is not None:
             self._on_result(result)
+
+    def _on_log_error(self, exc: ResultLogError) -> None:
+        """A record that cannot be stored stops the run as a signal would."""
+        if isinstance(exc.__cause__, BrokenPipeError):
+            reason = StopReason(StopKind.PIPE, "the reader of the results went away")
+        else:
+            reason = StopReason(StopKind.LOG_WRITE, str(exc))
+            log.error("results.write_failed", error=str(exc))
+        self.stop(reason)
 
     async def _provision(self, spec: Spec) -> Result | None:
         """Create one environment; every failure becomes a record (per-spec boundary)."""
@@ -218,9 +215,14 @@ class Runner:
                 return await self._on_name_conflict(spec, tries, exc)
             return self._failed(spec, tries, exc)
         except AuthError as exc:
-            self.stop(reason=f"authentication failed (HTTP {exc.status})")
+            self.stop(
+                StopReason(StopKind.AUTH, f"authentication failed (HTTP {exc.status})")
+            )
             return self._failed(spec, tries, exc)
         except Exception as exc:  # noqa: BLE001 - the per-spec error boundary
+            if isinstance(exc, TransportError) and exc.error_type == TLS_ERROR:
+                # An untrusted certificate fails every request alike: stop.
+                self.stop(StopReason(StopKind.TLS, f"TLS failed: {exc}"))
             if isinstance(exc, _DrainedError) or (
                 self.is_stopping and decide(exc).retry
             ):
@@ -259,14 +261,39 @@ class Runner:
             if tries.ambiguous_since is not None:
                 # An earlier attempt may have committed: look before creating
                 # again, for servers that honour neither keys nor unique names.
-                ours = await self._find_ours(spec, tries)
+                ours = await self._look_before_retry(spec, tries)
                 if ours is not None:
                     return ours
-            return await self._client.create(
-                spec.body, idempotency_key=spec.key, attempt=tries.count
-            )
+            return await self._create(spec, tries)
 
         return send
+
+    async def _look_before_retry(self, spec: Spec, tries: _Attempts) -> Created | None:
+        try:
+            ours = await self._find_ours(spec, tries)
+        except (ApiError, TransportError) as exc:
+            tries.lookup_error = exc
+            raise
+        tries.lookup_error = None
+        return ours
+
+    async def _create(self, spec: Spec, tries: _Attempts) -> Created:
+        tries.count += 1
+        self.summary.requests += 1
+        sent_at = self._clock()
+        try:
+            created = await self._client.create(
+                spec.body, idempotency_key=spec.key, attempt=tries.count
+            )
+        except (ApiError, TransportError) as exc:
+            tries.create_error = exc
+            if isinstance(exc, ApiError):
+                tries.last_status, tries.request_id = exc.status, exc.request_id
+            if _may_have_committed(exc) and tries.ambiguous_since is None:
+                tries.ambiguous_since = sent_at
+            raise
+        tries.last_status, tries.request_id = created.http_status, created.request_id
+        return created
 
     async def _find_ours(self, spec: Spec, tries: _Attempts) -> Created | None:
         env = await self._names.find(spec.name)
@@ -292,7 +319,7 @@ class Runner:
         )
         async for attempt in retrying:
             with attempt:
-                answer = await self._attempt(tries, send)
+                answer = await self._attempt(send)
         self._budget.deposit(
             tries.last_cost if tries.count > 1 else self._budget.success_reward
         )
@@ -312,7 +339,7 @@ class Runner:
             await self._policy.sleep(seconds)
             group.cancel_scope.cancel()
 
-    async def _attempt(self, tries: _Attempts, send: Callable[[], Awaitable[T]]) -> T:
+    async def _attempt(self, send: Callable[[], Awaitable[T]]) -> T:
         # A request not yet sent when the run stops is not "in flight": drop it
         # (no record; a later run sends it).
         if self.is_stopping:
@@ -320,20 +347,7 @@ class Runner:
         await self._limiter.acquire()
         if self.is_stopping:
             raise _DrainedError
-        tries.count += 1
-        self.summary.requests += 1
-        sent_at = self._clock()
-        try:
-            answer = await send()
-        except (ApiError, TransportError) as exc:
-            if isinstance(exc, ApiError):
-                tries.last_status, tries.request_id = exc.status, exc.request_id
-            if _may_have_committed(exc) and tries.ambiguous_since is None:
-                tries.ambiguous_since = sent_at
-            raise
-        if isinstance(answer, Created):
-            tries.last_status, tries.request_id = answer.http_status, answer.request_id
-        return answer
+        return await send()
 
     def _on_retry(
         self,
@@ -355,12 +369,11 @@ class Runner:
         )
 
     async def _list_page(self, cursor: str | None, use_page: bool) -> Page:
-        tries = _Attempts()
-        return await self._with_retries(
-            tries,
-            None,
-            lambda: self._client.list_page(cursor=cursor, use_page=use_page),
-        )
+        async def send() -> Page:
+            self.summary.requests += 1
+            return await self._client.list_page(cursor=cursor, use_page=use_page)
+
+        return await self._with_retries(_Attempts(), None, send)
 
     async def _on_name_conflict(
         self, spec: Spec, tries: _Attempts, exc: ConflictError
@@ -373,7 +386,7 @@ class Runner:
             log.warning(
                 "env.lookup_failed", name=spec.name, error_type=_error_type(lookup)
             )
-            return self._failed(spec, tries, exc)
+            return self._failed(spec, tries, exc, lookup=lookup)
         if env is None:
             return self._failed(spec, tries, exc)
         env_id = str(env.get("id"))
@@ -394,8 +407,17 @@ class Runner:
         exc: BaseException,
         *,
         env_id: str | None = None,
+        lookup: BaseException | None = None,
     ) -> Result:
-        info = ErrorInfo(type=_error_type(exc), message=str(exc))
+        if exc is tries.lookup_error and tries.create_error is not None:
+            # The last try failed looking before re-creating: the create's own
+            # failure is what went wrong; the lookup's sits beside it.
+            exc, lookup = tries.create_error, exc
+        info = ErrorInfo(
+            type=_error_type(exc),
+            message=str(exc),
+            lookup=None if lookup is None else _error_info(lookup),
+        )
         log.warning(
             "env.failed",
             name=spec.name,
@@ -427,6 +449,7 @@ class Runner:
             finished_at=self._clock(),
             spec_key=spec.key,
             request_id=tries.request_id,
+            target=self._target,
         )
 
     def _invalid_result(self, item: InvalidSpec) -> Result:
@@ -447,6 +470,7 @@ class Runner:
             source=item.location,
             started_at=now,
             finished_at=now,
+            target=self._target,
         )
 
 
@@ -454,6 +478,10 @@ def _may_have_committed(exc: ApiError | TransportError) -> bool:
     if isinstance(exc, TransportError):
         return exc.is_ambiguous
     return exc.status >= 500 or exc.status == 408  # noqa: PLR2004 - HTTP classes
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(type=_error_type(exc), message=str(exc))
 
 
 def _error_type(exc: BaseException) -> str:

@@ -151,9 +151,7 @@ def test_version_is_printed(capsys):
     """--version names the package version."""
     from provisioner import __version__
 
-    with pytest.raises(SystemExit) as caught:
-        main(["--version"])
-    assert caught.value.code == 0
+    assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"provisioner {__version__}"
 
 
@@ -206,3 +204,106 @@ def test_bad_sandbox_faults_are_a_usage_error(write_jobs, capsys):
     ]
     assert main(argv) == ExitCode.USAGE
     assert "--sandbox-faults: bogus" in capsys.readouterr().err
+
+
+# --- the command line keeps its word ------------------------------------------
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("provisioner: error:")
+    return err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--token", "pt-secret-on-argv"],
+        ["--token=pt-secret-on-argv"],
+        ["--pat", "pt-secret-on-argv"],
+    ],
+)
+def test_a_token_on_the_command_line_is_refused_without_echoing_it(
+    write_jobs, capsys, args
+):
+    """`--token pt-...` is not an abbreviation of --token-file: refused, and the value is never printed."""
+    code = main(["run", str(write_jobs(make_specs(1))), *args])
+    assert code == ExitCode.USAGE
+    err = one_error_line(capsys)
+    assert "pt-secret-on-argv" not in err
+    assert "QODER_PAT" in err
+
+
+@pytest.mark.parametrize("flag", ["--concurrenc", "--max-att", "--res"])
+def test_long_options_are_never_abbreviated(write_jobs, capsys, flag):
+    """A prefix of a flag is an unknown option, not that flag."""
+    assert main(["run", str(write_jobs(make_specs(1))), flag, "3"]) == ExitCode.USAGE
+    assert f"unknown option {flag}" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--log-level", "loud"], "--log-level"),
+        (["--log-format", "bogus"], "--log-format"),
+        (["--on-conflict", "bogus"], "--on-conflict"),
+        (["--rate", "nan"], "--rate"),
+        (["--concurrency", "lots"], "--concurrency"),
+    ],
+)
+def test_a_bad_flag_value_is_one_usage_line(write_jobs, capsys, flags, named):
+    """Every flag value is checked: exit 2 and one line naming the flag."""
+    assert main(["run", str(write_jobs(make_specs(1))), "--sandbox", *flags]) == 2
+    assert named in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PROVISIONER_ON_CONFLICT", "bogus"),
+        ("PROVISIONER_LOG_FORMAT", "bogus"),
+        ("PROVISIONER_LOG_LEVEL", "loud"),
+        ("PROVISIONER_CONCURRENCY", "0"),
+        ("PROVISIONER_RATE", "inf"),
+        ("PROVISIONER_SKIP_INVALID", "maybe"),
+        ("PROVISIONER_RESUME", "perhaps"),
+    ],
+)
+def test_a_bad_environment_variable_is_one_usage_line(
+    write_jobs, capsys, monkeypatch, variable, value
+):
+    """A variable gets the same check as its flag: exit 2 and one line naming the variable."""
+    monkeypatch.setenv(variable, value)
+    assert main(["run", str(write_jobs(make_specs(1))), "--sandbox"]) == 2
+    assert variable in one_error_line(capsys)
+
+
+def test_a_switch_variable_reads_true_and_false(
+    write_jobs, tmp_path, capsys, monkeypatch
+):
+    """PROVISIONER_SKIP_INVALID=true runs the valid specs and records the invalid one."""
+    specs: list = make_specs(2)
+    specs[1]["config"] = "cloud"
+    monkeypatch.setenv("PROVISIONER_SKIP_INVALID", "true")
+    results = tmp_path / "r.jsonl"
+    code = main(["run", str(write_jobs(specs)), "--sandbox", "--results", str(results)])
+    assert code == ExitCode.USAGE  # an invalid spec was recorded
+    statuses = [
+        r["status"] for r in map(orjson.loads, results.read_bytes().splitlines())
+    ]
+    assert sorted(statuses) == ["created", "invalid"]
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_sandbox_faults_without_sandbox_is_a_usage_error(
+    write_jobs, capsys, monkeypatch, source
+):
+    """--sandbox-faults needs --sandbox, and says so instead of being ignored."""
+    args = ["run", str(write_jobs(make_specs(1)))]
+    if source == "flag":
+        args += ["--sandbox-faults", "error_503=0.1"]
+    else:
+        monkeypatch.setenv("PROVISIONER_SANDBOX_FAULTS", "error_503=0.1")
+    assert main(args) == ExitCode.USAGE
+    assert "needs --sandbox" in one_error_line(capsys)

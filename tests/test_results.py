@@ -21,8 +21,24 @@ from provisioner.results import (
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
+TARGET = "https://api.example/api/v1/cloud"
+
+
+def resume(path: Path, names: str, *, retry_failed: bool, target: str = TARGET):
+    """prepare_resume for specs named by single letters, each with key ``key-<name>``."""
+    return prepare_resume(
+        str(path),
+        target=target,
+        input_names=frozenset(names),
+        input_keys={n: f"key-{n}" for n in names},
+        retry_failed=retry_failed,
+    )
+
+
 def result(name: str | None, status: str = "created", **kw: object) -> Result:
     fields: dict[str, object] = {
+        "spec_key": f"key-{name}",
+        "target": TARGET,
         "name": name,
         "status": status,
         "id": f"env_{name}" if status in {"created", "exists"} else None,
@@ -45,7 +61,7 @@ def test_each_record_is_one_flushed_json_line(tmp_path: Path) -> None:
     """A record is readable from the file as soon as write returns."""
     path = tmp_path / "results.jsonl"
     sink = ResultSink.open(str(path))
-    sink.write(result("a"))
+    sink.write(result("a", spec_key=None, target=None))
     assert lines(path)[0] == {
         "name": "a",
         "status": "created",
@@ -59,6 +75,7 @@ def test_each_record_is_one_flushed_json_line(tmp_path: Path) -> None:
         "duration_ms": 12.5,
         "spec_key": None,
         "request_id": None,
+        "target": None,
     }
     sink.write(result("b", "failed", error=ErrorInfo("http_502", "Bad Gateway")))
     sink.close()
@@ -92,10 +109,10 @@ def test_resume_settles_created_and_exists_and_retries_failed(tmp_path: Path) ->
     for r in [result("a"), result("b", "exists"), result("c", "failed")]:
         sink.write(r)
     sink.close()
-    state = prepare_resume(str(path), input_names=frozenset("abc"), retry_failed=True)
-    assert state.is_done("a")
-    assert state.is_done("b")
-    assert not state.is_done("c")
+    state = resume(path, "abc", retry_failed=True)
+    assert state.status_of("a") == "created"
+    assert state.status_of("b") == "exists"
+    assert state.status_of("c") is None
     # The failed record will be replaced by this run's record: it is compacted away.
     assert [r["name"] for r in lines(path)] == ["a", "b"]
 
@@ -106,16 +123,14 @@ def test_no_retry_failed_keeps_failed_specs_settled(tmp_path: Path) -> None:
     sink = ResultSink.open(str(path))
     sink.write(result("c", "failed"))
     sink.close()
-    state = prepare_resume(str(path), input_names=frozenset("c"), retry_failed=False)
-    assert state.is_done("c")
+    state = resume(path, "c", retry_failed=False)
+    assert state.status_of("c") == "failed"
     assert [r["name"] for r in lines(path)] == ["c"]
 
 
 def test_missing_log_resumes_nothing(tmp_path: Path) -> None:
     """A first run has no log; nothing is settled."""
-    state = prepare_resume(
-        str(tmp_path / "none.jsonl"), input_names=frozenset("a"), retry_failed=True
-    )
+    state = resume(tmp_path / "none.jsonl", "a", retry_failed=True)
     assert state.done == {}
 
 
@@ -128,3 +143,72 @@ def test_set_aside_keeps_the_old_log(tmp_path: Path) -> None:
     assert Path(aside).read_text() == "x\n"
     assert not path.exists()
     assert set_aside(str(path), now=T0) is None
+
+
+def write_log(path: Path, *records: Result) -> None:
+    sink = ResultSink.open(str(path))
+    for record in records:
+        sink.write(record)
+    sink.close()
+
+
+def test_records_of_another_target_are_not_done_and_are_kept(tmp_path: Path) -> None:
+    """A sandbox record never settles a spec for the real API, and stays in the log."""
+    path = tmp_path / "results.jsonl"
+    write_log(path, result("a", target="sandbox"), result("b", target="sandbox"))
+    state = resume(path, "ab", retry_failed=True)
+    assert state.done == {}
+    assert state.foreign == {"sandbox": 2}
+    assert [r["target"] for r in lines(path)] == ["sandbox", "sandbox"]
+
+
+def test_a_record_without_a_target_is_foreign(tmp_path: Path) -> None:
+    """A record from before targets were recorded is not trusted for any API."""
+    path = tmp_path / "results.jsonl"
+    write_log(path, result("a", target=None))
+    state = resume(path, "a", retry_failed=True)
+    assert state.done == {}
+    assert state.foreign == {"(no target recorded)": 1}
+
+
+def test_an_edited_spec_is_not_done_and_its_old_record_is_compacted(
+    tmp_path: Path,
+) -> None:
+    """A record whose spec key differs from the spec's key now is redone, leaving one record."""
+    path = tmp_path / "results.jsonl"
+    write_log(path, result("a", spec_key="key-of-an-older-a"), result("b"))
+    state = resume(path, "ab", retry_failed=True)
+    assert state.status_of("a") is None
+    assert state.status_of("b") == "created"
+    assert [r["name"] for r in lines(path)] == ["b"]
+
+
+def test_a_failed_write_breaks_the_sink(tmp_path: Path) -> None:
+    """After one failed write nothing more is written, so a torn line can only be last."""
+    path = tmp_path / "full.jsonl"
+    path.symlink_to("/dev/full")
+    sink = ResultSink.open(str(path))
+    with pytest.raises(ResultLogError, match="No space left on device"):
+        sink.write(result("a"))
+    assert sink.is_broken
+    with pytest.raises(ResultLogError, match="earlier"):
+        sink.write(result("b"))
+    sink.close()
+
+
+def test_error_messages_are_scrubbed_and_lookup_errors_sit_beside(
+    tmp_path: Path,
+) -> None:
+    """A stored error never holds the token; a lookup's failure is kept beside the create's."""
+    path = tmp_path / "results.jsonl"
+    sink = ResultSink.open(str(path), scrub=lambda text: text.replace("pt-x", "***"))
+    lookup = ErrorInfo("list_walk_limit", "gave up after 3 pages")
+    sink.write(
+        result("a", "failed", error=ErrorInfo("timeout", "echo pt-x", lookup=lookup))
+    )
+    sink.close()
+    assert lines(path)[0]["error"] == {
+        "type": "timeout",
+        "message": "echo ***",
+        "lookup": {"type": "list_walk_limit", "message": "gave up after 3 pages"},
+    }

@@ -1,0 +1,114 @@
+"""What one run did: counts, why it stopped, and how that reads to a person.
+
+The runner fills a :class:`Summary`; the command line prints :func:`describe`'s
+lines and writes :meth:`Summary.to_dict` with ``--summary``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from provisioner.results import Status
+
+
+def utcnow() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+class StopKind(Enum):
+    """Why a run stopped before its input was done (each has its exit code)."""
+
+    INTERRUPTED = "interrupted"  # SIGINT or SIGTERM
+    AUTH = "auth"  # a 401 or 403: every further request would fail too
+    TLS = "tls"  # the server's certificate is not trusted: so would every request be
+    LOG_WRITE = "log_write"  # the result log could not be written
+    PIPE = "pipe"  # the reader of ``--results -`` went away
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """A stop's kind and the sentence that explains it."""
+
+    kind: StopKind
+    text: str
+
+
+@dataclass(slots=True)
+class Summary:
+    """Counts for one run; ``wall_s`` is filled when the run ends.
+
+    ``failed`` includes ``failed_before``: specs an earlier run left failed and
+    this one did not retry (``--no-retry-failed``).
+    """
+
+    created: int = 0
+    exists: int = 0
+    failed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+    failed_before: int = 0
+    requests: int = 0
+    retries: int = 0
+    wall_s: float = 0.0
+    stop: StopReason | None = field(default=None)
+
+    def count(self, status: Status) -> None:
+        """Add one final record of ``status``."""
+        setattr(self, status, getattr(self, status) + 1)
+
+    @property
+    def stopped_by(self) -> str | None:
+        """Why the run stopped early, as a sentence, or ``None``."""
+        return None if self.stop is None else self.stop.text
+
+    @property
+    def settled(self) -> int:
+        """Specs with a final outcome in this run (records written, or skipped)."""
+        return self.created + self.exists + self.failed + self.invalid + self.skipped
+
+    @property
+    def creates_per_s(self) -> float:
+        """Environments created per second of wall time."""
+        return self.created / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as written by ``--summary``."""
+        names = ("created", "exists", "failed", "invalid", "skipped", "interrupted")
+        return {
+            "counts": {name: getattr(self, name) for name in names},
+            "failed_before": self.failed_before,
+            "requests": self.requests,
+            "retries": self.retries,
+            "wall_s": round(self.wall_s, 3),
+            "creates_per_s": round(self.creates_per_s, 2),
+            "stopped_by": self.stopped_by,
+        }
+
+
+def describe(summary: Summary, *, total: int, resumable: bool = True) -> list[str]:
+    """The summary lines printed at the end of a run (``resumable``: a log to resume from)."""
+    failed = f"{summary.failed} failed"
+    if summary.failed_before:
+        failed += f" ({summary.failed_before} left failed by an earlier run)"
+    lines = [
+        f"{total} specs: {summary.created} created, {summary.exists} exists, "
+        f"{failed}, {summary.invalid} invalid, {summary.skipped} skipped (already done) "
+        f"in {summary.wall_s:.1f} s ({summary.creates_per_s:.1f} creates/s; "
+        f"{summary.requests} requests, {summary.retries} retries)"
+    ]
+    if summary.stop is not None:
+        not_started = total - summary.settled - summary.interrupted
+        advice = "; run the same command again to resume" if resumable else ""
+        lines.append(
+            f"stopped ({summary.stop.text}): {summary.interrupted} in flight or unrecorded "
+            f"and {not_started} not started{advice}"
+        )
+    return lines
+
+
+__all__ = ["StopKind", "StopReason", "Summary", "describe", "utcnow"]
