@@ -14,7 +14,7 @@ from collections.abc import (
     Mapping,
     MutableMapping,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import pytest
 import structlog
+from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from provisioner.emulator import Emulator, EmulatorConfig
@@ -31,6 +32,7 @@ TEST_TOKEN = "pt-test-token"
 CLOUD = {"type": "cloud"}
 
 MakeEmulator = Callable[..., Awaitable[Emulator]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
@@ -136,6 +138,48 @@ def assert_error(
     assert body["error"].get("param") == param
     error: dict[str, Any] = body["error"]
     return error
+
+
+# --- a hostile server ---------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running hostile server: its API base URL and what it was asked."""
+
+    url: str
+    port: int
+    requests: list[str] = field(default_factory=list)
+
+
+Serve = Callable[[Handler], Awaitable[Server]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Factory: ``await serve(handler)`` starts a small hostile server on 127.0.0.1:0.
+
+    ``handler`` answers every method and path; the server notes each request.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(handler: Handler) -> Server:
+            seen: list[str] = []
+
+            async def record(request: web.Request) -> web.StreamResponse:
+                seen.append(f"{request.method} {request.path_qs}")
+                return await handler(request)
+
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", record)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = int(runner.addresses[0][1])
+            return Server(url=f"http://127.0.0.1:{port}/api", port=port, requests=seen)
+
+        yield start
 
 
 # --- run-path fixtures -------------------------------------------------------

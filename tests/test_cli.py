@@ -307,3 +307,23 @@ def test_sandbox_faults_without_sandbox_is_a_usage_error(
         monkeypatch.setenv("PROVISIONER_SANDBOX_FAULTS", "error_503=0.1")
     assert main(args) == ExitCode.USAGE
     assert "needs --sandbox" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://192.0.2.10/api/v1/cloud",
+        "http://127.0.0.1.evil.example/api",
+        "http://localhost.evil/api",
+    ],
+)
+def test_plain_http_to_a_remote_host_is_refused(write_jobs, capsys, url):
+    """The token is never sent over plain http to anything but loopback without --allow-insecure-http."""
+    assert main(["run", str(write_jobs(make_specs(1))), "--api-url", url]) == 2
+    assert "--allow-insecure-http" in one_error_line(capsys)
+
+
+def test_plain_http_to_loopback_is_allowed(live_emulator, write_jobs, tmp_path):
+    """http://127.0.0.1 (the emulator) needs no flag."""
+    args = ["--api-url", live_emulator.url, "--results", str(tmp_path / "r.jsonl")]
+    assert main(["run", str(write_jobs(make_specs(1))), *args]) == ExitCode.OK

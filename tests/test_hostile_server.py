@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import secrets
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,53 +19,16 @@ from provisioner.errors import ApiError, RetryableApiError, TransportError
 from provisioner.reconcile import NameIndex
 from provisioner.retry import NO_RETRY, Decision, RetryPolicy, decide
 from provisioner.settings import ApiSettings, Secret
+from tests.conftest import Handler, Server
 
 TOKEN = "pt-hostile-" + secrets.token_hex(8)
 BODY = {"name": "alpha", "config": {"type": "cloud"}}
 HUNDRED_MB = 100 * 1024 * 1024
 CHUNK = b"x" * (1024 * 1024)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def env_id(n: int) -> str:
     return f"env_{n:032x}"
-
-
-@dataclass
-class Server:
-    """A running hostile server: its API base URL and what it was asked."""
-
-    url: str
-    port: int
-    requests: list[str] = field(default_factory=list)
-
-
-Serve = Callable[[Handler], Awaitable[Server]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Factory: ``await serve(handler)`` runs ``handler`` for every path on 127.0.0.1:0."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(handler: Handler) -> Server:
-            seen: list[str] = []
-
-            async def record(request: web.Request) -> web.StreamResponse:
-                seen.append(f"{request.method} {request.path_qs}")
-                return await handler(request)
-
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", record)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            port = int(runner.addresses[0][1])
-            return Server(url=f"http://127.0.0.1:{port}/api", port=port, requests=seen)
-
-        yield start
 
 
 @contextlib.asynccontextmanager
