@@ -24,9 +24,9 @@ from provisioner.errors import (
     RetryableApiError,
     TransportError,
 )
+from provisioner.httpstatus import meaning
 from provisioner.redact import Scrubber
 
-RETRYABLE_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 REDIRECT_STATUSES = range(300, 400)
 EXCERPT_CHARS = 200
 _ENV_ID = re.compile(r"env_[0-9a-f]{32}")
@@ -103,11 +103,12 @@ def translate_error(
         "retry_after_s": parse_retry_after(headers),
         "should_retry": _should_retry(headers),
     }
-    if status in {401, 403}:
+    what = meaning(status)
+    if what.stops_run:
         return AuthError(message, **fields)
     if status == 409:  # noqa: PLR2004 - conflict
         return _conflict(message, fields)
-    if status in RETRYABLE_STATUSES:
+    if what.is_retryable:
         return RetryableApiError(message, **fields)
     return ApiError(message, **fields)
 
@@ -197,7 +198,6 @@ def _wait_s(text: str | None) -> float | None:
 
 __all__ = [
     "REDIRECT_STATUSES",
-    "RETRYABLE_STATUSES",
     "describe_missing_id",
     "expect_object",
     "is_env_id",

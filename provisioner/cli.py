@@ -13,18 +13,17 @@ import secrets
 import signal
 import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
-import structlog
 
 from provisioner import log
-from provisioner.client import ApiClient, open_session
-from provisioner.errors import ConfigError, ProvisionerError, SpecError
+from provisioner.engine import Engine, open_pipeline, sandbox_faults, signals_stop
+from provisioner.errors import ProvisionerError, SpecError
 from provisioner.lock import LogLock, lock_path
 from provisioner.options import (
     SANDBOX_RESULTS,
@@ -37,10 +36,11 @@ from provisioner.progress import ProgressBar
 from provisioner.ratelimit import make_limiter
 from provisioner.redact import Scrubber, printable
 from provisioner.results import ResultSink, ResumeState, prepare_resume, set_aside
-from provisioner.retry import RetryBudget, RetryPolicy
+from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner
 from provisioner.settings import ApiSettings, RunSettings, Secret
 from provisioner.sources import STDIN, JobFiles, ScanReport, scan
+from provisioner.stopping import StopController
 from provisioner.summary import StopKind, Summary, describe, utcnow
 
 SANDBOX_TARGET = "sandbox"
@@ -209,11 +209,22 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, policy = _run_settings(args)
     api = _api_settings(args)
-    target = SANDBOX_TARGET if args.sandbox else api.base_url
+    engine = Engine(
+        api=api,
+        policy=policy,
+        concurrency=settings.concurrency,
+        on_conflict=settings.on_conflict,
+        sandbox=sandbox_faults(args.sandbox_faults) if args.sandbox else None,
+    )
     log.configure(
         fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
     )
-    scrub = Scrubber([api.token.reveal()])
+    plan = _Plan(
+        engine=engine,
+        settings=settings,
+        scrub=Scrubber([api.token.reveal()]),
+        show_progress=not args.no_progress and args.log_format != "json",
+    )
     _check_summary_path(settings, args.jobs)
     with _log_lock(settings), JobFiles(args.jobs, stdin=_stdin()) as files:
         report = scan(files)
@@ -224,17 +235,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return ExitCode.USAGE
-        resume = _prepare_log(settings, report, target)
-        _warn_foreign(resume, settings, target, scrub)
-        plan = _Plan(
-            api=api,
-            settings=settings,
-            policy=policy,
-            target=target,
-            scrub=scrub,
-            sandbox=_sandbox_faults(args.sandbox_faults) if args.sandbox else None,
-            show_progress=not args.no_progress and args.log_format != "json",
-        )
+        resume = _prepare_log(settings, report, engine.target)
+        _warn_foreign(resume, settings, engine.target, plan.scrub)
         summary = asyncio.run(_run(plan, files, report, resume))
     _report(summary, plan, report)
     return _exit_code(summary)
@@ -306,12 +308,9 @@ def _warn_foreign(
 class _Plan:
     """Everything ``run`` decided from argv and the environment."""
 
-    api: ApiSettings
+    engine: Engine
     settings: RunSettings
-    policy: RetryPolicy
-    target: str  # what the records name: the base URL, or "sandbox"
     scrub: Scrubber
-    sandbox: dict[str, Any] | None  # the fault plan of an in-process emulator, if any
     show_progress: bool
 
 
@@ -319,87 +318,30 @@ async def _run(
     plan: _Plan, files: JobFiles, report: ScanReport, resume: ResumeState
 ) -> Summary:
     settings = plan.settings
-    async with (
-        _api_target(plan.api, sandbox=plan.sandbox) as target,
-        open_session(
-            concurrency=settings.concurrency,
-            timeout_s=target.timeout_s,
-            ca_file=target.ca_file,
-        ) as session,
-    ):
+    stop = StopController(grace_s=settings.grace_s)
+    limiter = make_limiter(settings.rate_per_s)
+    async with open_pipeline(
+        plan.engine, limiter=limiter, stop=stop, replay_is_ours=resume.log_existed
+    ) as pipeline:
         sink = ResultSink.open(settings.results_path, scrub=plan.scrub)
         skipped = len(report.names & resume.done.keys())
         bar = ProgressBar(
             total=report.total - skipped, stream=sys.stderr, enabled=plan.show_progress
         )
         runner = Runner(
-            client=ApiClient(session, settings=target),
-            policy=plan.policy,
-            budget=RetryBudget(),
-            limiter=make_limiter(settings.rate_per_s),
+            pipeline=pipeline,
+            stop=stop,
             sink=sink,
-            settings=settings,
-            target=plan.target,
+            concurrency=settings.concurrency,
+            target=plan.engine.target,
             resume=resume,
             on_result=bar.advance,
         )
         try:
-            with bar, _signals(runner):
+            with bar, signals_stop(stop):
                 return await runner.run(files)
         finally:
             sink.close()
-
-
-@contextlib.asynccontextmanager
-async def _api_target(
-    api: ApiSettings, *, sandbox: dict[str, Any] | None
-) -> AsyncIterator[ApiSettings]:
-    """The API to talk to: the configured one, or an in-process emulator."""
-    if sandbox is None:
-        yield api
-        return
-    from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan  # noqa: PLC0415 - only --sandbox needs it
-
-    config = EmulatorConfig(token=api.token.reveal(), faults=FaultPlan(**sandbox))
-    async with Emulator(config) as emulator:
-        structlog.get_logger("provisioner.cli").info(
-            "sandbox.started", api_url=emulator.url
-        )
-        yield ApiSettings(
-            token=api.token, base_url=emulator.url, timeout_s=api.timeout_s
-        )
-
-
-def _sandbox_faults(text: str | None) -> dict[str, Any]:
-    """``error_503=0.05,seed=7`` -> checked fault-plan fields for the sandbox."""
-    from provisioner.emulator import FaultPlan  # noqa: PLC0415 - only --sandbox needs it
-
-    fields: dict[str, Any] = {}
-    for item in filter(None, (text or "").split(",")):
-        name, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--sandbox-faults: expected name=value, got {item!r}")
-        try:
-            fields[name.strip()] = orjson.loads(raw.strip())
-        except orjson.JSONDecodeError:
-            fields[name.strip()] = raw.strip()
-    try:
-        return FaultPlan.check(fields)
-    except ValueError as exc:
-        raise ConfigError(f"--sandbox-faults: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _signals(runner: Runner) -> Iterator[None]:
-    """First SIGINT/SIGTERM drains the run; a second one cancels what is in flight."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, runner.interrupt)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def _report(summary: Summary, plan: _Plan, report: ScanReport) -> None:
@@ -421,7 +363,7 @@ def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
         "total": report.total,
         "not_started": report.total - summary.settled - summary.interrupted,
         "results": settings.results_path,
-        "target": plan.target,
+        "target": plan.engine.target,
         "exit_code": int(_exit_code(summary)),
     }
     try:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from tenacity import AsyncRetrying, RetryCallState
 
 from provisioner.errors import ApiError, ConfigError, RetryableApiError, TransportError
+from provisioner.httpstatus import meaning
 
-THROTTLED = 429
 Sleep = Callable[[float], Awaitable[None]]
 OnRetry = Callable[[BaseException, int, float], None]
 
@@ -82,7 +82,7 @@ class RetryBudget:
         A 429 costs nothing: the server is pacing us, not failing, and the wait it
         asks for is honoured; attempts and the deadline still bound it.
         """
-        if isinstance(exc, ApiError) and exc.status == THROTTLED:
+        if isinstance(exc, ApiError) and meaning(exc.status).is_throttled:
             return 0
         return self.timeout_cost if isinstance(exc, TransportError) else self.retry_cost
 
