@@ -12,8 +12,9 @@
     │   └── ConflictError      409: duplicate name or idempotency key misuse
     ├── TransportError         no usable answer: refused, reset, timed out, a
     │                          failed TLS check, a hostile answer, an endless list
-    └── ResultLogError         the result log cannot be read or written
-        └── LockedError        another run holds the result log's lock
+    ├── ResultLogError         the result log cannot be read or written
+    │   └── LockedError        another run holds the result log's lock
+    └── QueueError             Redis (the queue) refused or could not be reached
 
 This module imports nothing from provisioner, so every other module can use it.
 """
@@ -199,3 +200,17 @@ class LockedError(ResultLogError):
             f"result log {self.results_path} is locked by another run ({who}); "
             "wait for it to finish, or use another --results file"
         )
+
+
+class QueueError(ProvisionerError):
+    """Redis refused a command, or could not be reached.
+
+    Attributes:
+        is_connection: ``True`` when Redis could not be reached (or went away):
+            worth waiting for; ``False`` for a refusal (bad password, wrong
+            type of key), which waiting will not fix.
+    """
+
+    def __init__(self, message: str, *, is_connection: bool) -> None:
+        super().__init__(message)
+        self.is_connection = is_connection

@@ -239,3 +239,88 @@ class RunSettings:
     def is_stdout_results(self) -> bool:
         """Whether the result log goes to stdout (no resume possible)."""
         return self.results_path == "-"
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV = "REDIS_URL"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where the queue lives and which part of it a worker is.
+
+    Attributes:
+        url: ``redis://`` or ``rediss://`` (TLS) URL; a password in it is never shown.
+        password: from ``--redis-password-file`` (wins over one in the URL).
+        stream: the queue's name; every key of it shares the hash tag ``{stream}``.
+        group: the consumer group of the workers that share the stream.
+        consumer: this worker's name in the group (unique per process).
+    """
+
+    url: str = DEFAULT_REDIS_URL
+    password: Secret | None = None
+    stream: str = "provisioner"
+    group: str = "provisioner"
+    consumer: str = ""
+
+    def __post_init__(self) -> None:
+        scheme = self.url.partition("://")[0].lower()
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError(
+                f"--redis must be a redis://, rediss:// or unix:// URL, not {redacted_url(self.url)!r}"
+            )
+        for what, value in (("--stream", self.stream), ("--group", self.group)):
+            if not value or any(c in value for c in "{}\n\r ") or len(value) > 128:  # noqa: PLR2004
+                raise ConfigError(
+                    f"{what} must be 1-128 characters without spaces or braces, got {value!r}"
+                )
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with any password masked, for messages and logs."""
+        return redacted_url(self.url)
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        url: str | None = None,
+        password_file: str | None = None,
+        **names: str,
+    ) -> RedisSettings:
+        """Build from flags and the environment: the URL from ``--redis`` or ``REDIS_URL``.
+
+        Raises:
+            ConfigError: a bad URL or name, or an unreadable password file.
+        """
+        password = None
+        if password_file:
+            password = Secret(_read_secret_file(password_file, "Redis password file"))
+        return cls(
+            url=url or env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
+            password=password,
+            **names,
+        )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    userinfo, _, host = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return (
+        f"{scheme}://{user}:***@{host}" if ":" in userinfo else f"{scheme}://***@{host}"
+    )
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{what} {path} is empty")
+    return value
