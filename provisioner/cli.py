@@ -98,9 +98,13 @@ def _dispatch(args_list: list[str]) -> int:
             return _cmd_validate(args.jobs)
         given = resolve_env(args, os.environ)
         check_combinations(args, given)
-        return _cmd_run(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        from provisioner.queuecli import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
+
+        return COMMANDS[args.command](args)
     except (ProvisionerError, UsageError) as exc:
-        _say(f"error: {exc}", scrub)
+        say(f"error: {exc}", scrub)
         return ExitCode.USAGE
 
 
@@ -125,24 +129,26 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _say(text: str, scrub: Scrubber) -> None:
+def say(text: str, scrub: Scrubber = Scrubber()) -> None:  # noqa: B008 - immutable
     """One line on stderr, secrets masked and control characters made visible."""
     print(f"provisioner: {printable(scrub(text))}", file=sys.stderr)
 
 
-def _stdin() -> BinaryIO | None:
+def stdin_stream() -> BinaryIO | None:
+    """What ``-`` reads."""
     return sys.stdin.buffer if sys.stdin is not None else None
 
 
-def _print_errors(errors: Sequence[SpecError]) -> None:
+def print_errors(errors: Sequence[SpecError]) -> None:
+    """Every located spec error, one line each, control characters escaped."""
     for error in errors:
         print(printable(str(error)), file=sys.stderr)
 
 
 def _cmd_validate(paths: Sequence[str]) -> int:
-    with JobFiles(paths, stdin=_stdin()) as files:
+    with JobFiles(paths, stdin=stdin_stream()) as files:
         report = scan(files)
-    _print_errors(report.errors)
+    print_errors(report.errors)
     invalid = report.total - report.valid
     if invalid:
         print(
@@ -155,7 +161,7 @@ def _cmd_validate(paths: Sequence[str]) -> int:
 
 
 @contextlib.contextmanager
-def _warnings_to_stderr() -> Iterator[None]:
+def warnings_to_stderr() -> Iterator[None]:
     """Show settings' warnings (legal but suspicious values) as one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -164,8 +170,18 @@ def _warnings_to_stderr() -> Iterator[None]:
         print(f"provisioner: warning: {warning.message}", file=sys.stderr)
 
 
+def retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    """The retry policy the flags describe (``run`` and ``worker`` alike)."""
+    return RetryPolicy(
+        max_attempts=int(args.max_attempts),
+        deadline_s=float(args.deadline),
+        wait_initial_s=float(args.backoff),
+        wait_max_s=float(args.backoff_max),
+    )
+
+
 def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
-    with _warnings_to_stderr():
+    with warnings_to_stderr():
         settings = RunSettings(
             concurrency=int(args.concurrency),
             rate_per_s=float(args.rate),
@@ -178,24 +194,20 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
             retry_failed=bool(args.retry_failed),
             grace_s=float(args.grace),
         )
-        policy = RetryPolicy(
-            max_attempts=int(args.max_attempts),
-            deadline_s=float(args.deadline),
-            wait_initial_s=float(args.backoff),
-            wait_max_s=float(args.backoff_max),
-        )
+        policy = retry_policy(args)
     return settings, policy
 
 
-def _api_settings(args: argparse.Namespace) -> ApiSettings:
-    if args.sandbox:
+def api_settings(args: argparse.Namespace) -> ApiSettings:
+    """Where the API is and the token for it (a throwaway one with ``--sandbox``)."""
+    if getattr(args, "sandbox", False):
         token = Secret("pt-sandbox-" + secrets.token_hex(12))
         return ApiSettings(
             token=token,
             base_url="http://127.0.0.1/sandbox",
             timeout_s=float(args.timeout),
         )
-    with _warnings_to_stderr():
+    with warnings_to_stderr():
         return ApiSettings.from_env(
             os.environ,
             api_url=args.api_url,
@@ -208,7 +220,7 @@ def _api_settings(args: argparse.Namespace) -> ApiSettings:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, policy = _run_settings(args)
-    api = _api_settings(args)
+    api = api_settings(args)
     engine = Engine(
         api=api,
         policy=policy,
@@ -226,10 +238,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress and args.log_format != "json",
     )
     _check_summary_path(settings, args.jobs)
-    with _log_lock(settings), JobFiles(args.jobs, stdin=_stdin()) as files:
+    with _log_lock(settings), JobFiles(args.jobs, stdin=stdin_stream()) as files:
         report = scan(files)
         if report.errors and not settings.skip_invalid:
-            _print_errors(report.errors)
+            print_errors(report.errors)
             print(
                 f"provisioner: {report.total - report.valid} of {report.total} specs are invalid; nothing was sent (--skip-invalid runs the valid ones)",
                 file=sys.stderr,
@@ -297,7 +309,7 @@ def _warn_foreign(
     resume: ResumeState, settings: RunSettings, target: str, scrub: Scrubber
 ) -> None:
     for other, count in resume.foreign.items():
-        _say(
+        say(
             f"warning: {settings.results_path} holds {count} records made against {other}; "
             f"ignored for this run against {target}",
             scrub,
@@ -348,9 +360,9 @@ def _report(summary: Summary, plan: _Plan, report: ScanReport) -> None:
     settings = plan.settings
     resumable = not settings.is_stdout_results
     for line in describe(summary, total=report.total, resumable=resumable):
-        _say(line, plan.scrub)
+        say(line, plan.scrub)
     if resumable:
-        _say(f"results in {settings.results_path}", plan.scrub)
+        say(f"results in {settings.results_path}", plan.scrub)
     if settings.summary_path:
         _write_summary(summary, plan, report)
 
@@ -372,7 +384,7 @@ def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
         )
     except OSError as exc:
         # The run is done and its log is complete: say so, do not crash.
-        _say(
+        say(
             f"warning: cannot write summary {settings.summary_path}: {exc.strerror}",
             plan.scrub,
         )
@@ -388,4 +400,14 @@ def _exit_code(summary: Summary) -> ExitCode:
     return ExitCode.OK
 
 
-__all__ = ["ExitCode", "build_parser", "main"]
+__all__ = [
+    "ExitCode",
+    "api_settings",
+    "build_parser",
+    "main",
+    "print_errors",
+    "retry_policy",
+    "say",
+    "stdin_stream",
+    "warnings_to_stderr",
+]

@@ -19,7 +19,14 @@ from typing import Any, NoReturn
 
 from provisioner import __version__
 from provisioner.retry import RetryPolicy
-from provisioner.settings import ApiSettings, RunSettings
+from provisioner.settings import (
+    DEFAULT_REDIS_URL,
+    REDIS_URL_ENV,
+    ApiSettings,
+    RedisSettings,
+    RunSettings,
+    WorkerSettings,
+)
 
 USAGE_EXIT = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -101,6 +108,13 @@ def _choice(options: Sequence[str]) -> Convert:
     return convert
 
 
+def _name(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("expected a name, got an empty value")
+    return value
+
+
 def _path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty value")
@@ -128,6 +142,7 @@ class Flag:
     help: str
     metavar: str | None = None
     negatable: bool = False  # --flag / --no-flag
+    envs: tuple[str, ...] = ()  # variables other than PROVISIONER_<FLAG>, in order
 
     @property
     def dest(self) -> str:
@@ -136,29 +151,34 @@ class Flag:
 
     @property
     def env(self) -> str:
-        """The environment variable that sets it."""
+        """The ``PROVISIONER_*`` environment variable that sets it."""
         return "PROVISIONER_" + self.dest.upper()
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Every variable that sets it, the first found wins."""
+        return self.envs or (self.env,)
 
 
 def _positive(kind: type) -> Convert:
     return _number(kind, 0, strict=True)
 
 
-RUN_FLAGS: tuple[Flag, ...] = (
+FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--sandbox", None, False, "run against an emulator started in-process, with a throwaway token"),
     Flag("--sandbox-faults", str, None, "with --sandbox: the emulator's faults, e.g. error_503=0.05,reset_after_commit=0.02,latency_ms=20,seed=7", "LIST"),
     Flag("--token-file", _path, None, "read the token from this file instead of $QODER_PAT", "PATH"),
     Flag("--ca-file", _path, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
     Flag("--allow-insecure-http", None, False, "allow a plain http:// API URL that is not loopback (sends the token unencrypted)"),
     Flag("--concurrency", _number(int, 1), _default(RunSettings, "concurrency"), "requests in flight at most (default %(default)s)", "N"),
-    Flag("--rate", _number(float, 0), _default(RunSettings, "rate_per_s"), "requests per second at most; 0 = unlimited (default %(default)s)", "R"),
+    Flag("--rate", _number(float, 0), _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited (default %(default)s)", "R"),
     Flag("--timeout", _positive(float), _default(ApiSettings, "timeout_s"), "seconds per request (default %(default)s)", "S"),
     Flag("--max-attempts", _number(int, 1), _default(RetryPolicy, "max_attempts"), "attempts per request, the first included (default %(default)s)", "N"),
     Flag("--deadline", _positive(float), _default(RetryPolicy, "deadline_s"), "seconds after a spec's first attempt when no new attempt starts (default %(default)s)", "S"),
     Flag("--backoff", _number(float, 0), _default(RetryPolicy, "wait_initial_s"), "seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)", "S"),
     Flag("--backoff-max", _number(float, 0), _default(RetryPolicy, "wait_max_s"), "longest backoff between attempts, in seconds (default %(default)s)", "S"),
     Flag("--grace", _number(float, 0), _default(RunSettings, "grace_s"), "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)", "S"),
-    Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS})", "PATH"),
+    Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (run: default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS}; worker: none)", "PATH"),
     Flag("--summary", _path, None, "also write the run summary as JSON to this file", "PATH"),
     Flag("--skip-invalid", None, False, "record invalid specs as 'invalid' and run the rest"),
     Flag("--on-conflict", _choice(ON_CONFLICT), _default(RunSettings, "on_conflict"), "a name that already exists is 'exists' or a failure (default %(default)s)", "{exists,fail}"),
@@ -167,11 +187,37 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("--log-format", _choice(LOG_FORMATS), "auto", "console on a terminal, JSON otherwise (default %(default)s)", "{auto,console,json}"),
     Flag("--log-level", _choice(LOG_LEVELS), "info", "debug, info, warning or error (default %(default)s)", "LEVEL"),
     Flag("--no-progress", None, False, "no progress bar, even on a terminal"),
+    Flag("--redis", _path, None, f"Redis URL, redis:// or rediss:// (TLS) (default {DEFAULT_REDIS_URL}; also $REDIS_URL)", "URL", envs=("PROVISIONER_REDIS", REDIS_URL_ENV)),
+    Flag("--redis-password-file", _path, None, "read the Redis password from this file", "PATH"),
+    Flag("--stream", _name, _default(RedisSettings, "stream"), "the queue's name (default %(default)s)", "NAME"),
+    Flag("--group", _name, _default(RedisSettings, "group"), "the consumer group of the workers (default %(default)s)", "NAME"),
+    Flag("--consumer", _name, None, "this worker's name in the group (default HOST-PID)", "NAME"),
+    Flag("--claim-idle", _positive(float), _default(WorkerSettings, "claim_idle_s"), "seconds a message may stay unacknowledged before another worker takes it over (default %(default)s)", "S"),
+    Flag("--max-deliveries", _number(int, 1), _default(WorkerSettings, "max_deliveries"), "deliveries of one message before it goes to the dead letters (default %(default)s)", "N"),
+    Flag("--exit-when-empty", None, False, "stop once the stream is drained and nothing is pending (one-shot tasks)"),
+    Flag("--format", _choice(("text", "json")), "text", "text or json (default %(default)s)", "{text,json}"),
+)}  # fmt: skip
+
+_API = (
+    "--token-file", "--ca-file", "--allow-insecure-http", "--concurrency", "--rate",
+    "--timeout", "--max-attempts", "--deadline", "--backoff", "--backoff-max", "--grace",
+    "--on-conflict", "--log-format", "--log-level",
 )  # fmt: skip
+_REDIS = ("--redis", "--redis-password-file", "--stream")
+COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
+    "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
+            "--skip-invalid", "--resume", "--retry-failed", "--no-progress"),
+    "enqueue": (*_REDIS, "--log-format", "--log-level"),
+    "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
+               "--exit-when-empty", "--results", *_API),
+    "queue-status": (*_REDIS, "--group", "--format"),
+}  # fmt: skip
+#: Kept for callers that list the flags of ``run``.
+RUN_FLAGS: tuple[Flag, ...] = tuple(FLAGS[name] for name in COMMAND_FLAGS["run"])
 
 
 def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
-    text = f"{flag.help} [env {flag.env}]"
+    text = f"{flag.help} [env {' or '.join(flag.env_names)}]"
     if flag.convert is None:
         action: Any = argparse.BooleanOptionalAction if flag.negatable else "store_true"
         parser.add_argument(flag.name, action=action, default=None, help=text)
@@ -181,21 +227,37 @@ def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
     )
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "jobs",
-        nargs="+",
-        metavar="JOB",
-        help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
-    )
+def _add_api_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-url",
         default=None,
         help=f"API base URL (env QODER_API_URL or QODER_BASE_URL; default {_default(ApiSettings, 'base_url')})",
     )
-    for flag in RUN_FLAGS:
-        _add_flag(parser, flag)
-    parser.set_defaults(_flag_defaults={f.dest: f.default for f in RUN_FLAGS})
+
+
+def _add_command(
+    sub: Any,
+    command: str,
+    *,
+    jobs: bool,
+    api: bool,
+    summary: str,
+    description: str,
+) -> None:
+    parser = sub.add_parser(
+        command, help=summary, description=description, allow_abbrev=False
+    )
+    if jobs:
+        parser.add_argument(
+            "jobs",
+            nargs="+",
+            metavar="JOB",
+            help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
+        )
+    if api:
+        _add_api_url(parser)
+    for name in COMMAND_FLAGS[command]:
+        _add_flag(parser, FLAGS[name])
 
 
 def resolve_env(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
@@ -207,22 +269,23 @@ def resolve_env(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
         UsageError: a variable's value fails the flag's check.
     """
     given: set[str] = set()
-    for flag in RUN_FLAGS:
+    for name in COMMAND_FLAGS.get(args.command, ()):
+        flag = FLAGS[name]
         if getattr(args, flag.dest) is not None:
             given.add(flag.dest)
             continue
-        raw = env.get(flag.env)
-        value = flag.default if raw is None else _from_env(flag, raw)
+        found = next(((var, env[var]) for var in flag.env_names if var in env), None)
+        value = flag.default if found is None else _from_env(flag, *found)
         setattr(args, flag.dest, value)
     return given
 
 
-def _from_env(flag: Flag, raw: str) -> Any:
+def _from_env(flag: Flag, var: str, raw: str) -> Any:
     convert = flag.convert or _switch
     try:
         return convert(raw)
     except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"{flag.env}: {exc}") from None
+        raise UsageError(f"{var}: {exc}") from None
 
 
 def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
@@ -231,6 +294,8 @@ def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
     Raises:
         UsageError: naming both flags.
     """
+    if args.command != "run":
+        return
     if args.sandbox_faults is not None and not args.sandbox:
         source = (
             "--sandbox-faults"
@@ -257,13 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"provisioner {__version__}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser(
-        "run",
-        help="create every environment of the job files",
+    _add_command(
+        sub, "run", jobs=True, api=True,
+        summary="create every environment of the job files",
         description="Validate job files, then create their environments concurrently, writing one result record per spec.",
-        allow_abbrev=False,
-    )
-    _add_run_flags(run)
+    )  # fmt: skip
     validate = sub.add_parser(
         "validate",
         help="check job files without sending anything",
@@ -271,6 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     validate.add_argument("jobs", nargs="+", metavar="JOB")
+    _add_command(
+        sub, "enqueue", jobs=True, api=False,
+        summary="validate job files and queue their specs on a Redis stream",
+        description="Validate job files exactly as run does, then append every spec (with its source and key) to the queue.",
+    )  # fmt: skip
+    _add_command(
+        sub, "worker", jobs=False, api=True,
+        summary="create the environments queued on a Redis stream (one of a pool)",
+        description="Join the stream's consumer group and create every queued spec with the same pipeline as run.",
+    )  # fmt: skip
+    _add_command(
+        sub, "queue-status", jobs=False, api=False,
+        summary="show a queue: waiting, pending per worker, results, dead letters",
+        description="Show the stream's length, pending messages per consumer, results and dead letters.",
+    )  # fmt: skip
     sub.add_parser(
         "emulator",
         help="serve a local emulator of the Environments API (see: provisioner emulator --help)",

@@ -6,11 +6,13 @@ by many workers (e.g. through Redis) can replace the local one unchanged.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
-from provisioner.errors import ConfigError
+from provisioner.errors import ConfigError, QueueError
 
 
 class RateLimiter(Protocol):
@@ -47,6 +49,45 @@ class Unlimited:
 
     async def acquire(self) -> None:
         """Return at once."""
+
+
+class SharedRateLimiter:
+    """Paces requests across every worker of a queue: a shared store reserves each slot.
+
+    Args:
+        reserve: reserves the next slot and returns the seconds to wait for it
+            (the queue's GCRA in Redis); a ``QueueError`` while Redis is away is
+            waited out with a backoff.
+        is_stopping: when it turns true, stop waiting (the caller drains).
+        sleep: the coroutine that waits; tests inject one that does not.
+    """
+
+    def __init__(
+        self,
+        reserve: Callable[[], Awaitable[float]],
+        *,
+        is_stopping: Callable[[], bool] = lambda: False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._reserve = reserve
+        self._is_stopping = is_stopping
+        self._sleep = sleep
+
+    async def acquire(self) -> None:
+        """Wait for this worker's next slot of the pool's rate."""
+        backoff_s = 0.1
+        while not self._is_stopping():
+            try:
+                wait_s = await self._reserve()
+            except QueueError as exc:
+                if not exc.is_connection:
+                    raise
+                await self._sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+                continue
+            if wait_s > 0:
+                await self._sleep(wait_s)
+            return
 
 
 def make_limiter(rate_per_s: float) -> RateLimiter:

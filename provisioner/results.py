@@ -151,11 +151,18 @@ class ResultSink:
                 error, closed pipe: the ``OSError`` is its ``__cause__``), or an
                 earlier one did.
         """
+        self.write_json(orjson.dumps(result.to_dict(self._scrub)))
+
+    def write_json(self, record: bytes) -> None:
+        """Append one record already serialised as a JSON object (no newline).
+
+        Raises:
+            ResultLogError: as :meth:`write`.
+        """
         if self.is_broken:
             raise ResultLogError("the result log could not be written earlier")
-        line = orjson.dumps(result.to_dict(self._scrub)) + b"\n"
         try:
-            _write_all(self._stream, line)
+            _write_all(self._stream, record + b"\n")
         except OSError as exc:
             self.is_broken = True
             raise ResultLogError(
@@ -168,6 +175,11 @@ class ResultSink:
             or now - self._last_sync >= self._fsync_interval_s
         ):
             self.sync()
+
+    @property
+    def scrub(self) -> Callable[[str], str]:
+        """What every stored message goes through."""
+        return self._scrub
 
     def sync(self) -> None:
         """Force written records to the disk."""

@@ -324,3 +324,44 @@ def _read_secret_file(path: str, what: str) -> str:
     if not value:
         raise ConfigError(f"{what} {path} is empty")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a queue worker behaves (the API side is shared with ``run``).
+
+    Attributes:
+        concurrency: specs in progress at most.
+        rate_per_s: requests per second for the whole pool (shared through Redis); 0 = unlimited.
+        claim_idle_s: a message unacknowledged this long is taken over from its worker.
+        max_deliveries: deliveries of one message before it is dead-lettered.
+        exit_when_empty: stop once the stream is drained and nothing is pending.
+        grace_s: on SIGINT/SIGTERM, how long specs in progress may finish.
+        results_path: also append every record to this JSON Lines file.
+        poll_s: the longest a read waits for new messages (and for a stop to be seen).
+    """
+
+    concurrency: int = 8
+    rate_per_s: float = 20.0
+    claim_idle_s: float = 60.0
+    max_deliveries: int = 5
+    exit_when_empty: bool = False
+    grace_s: float = 30.0
+    results_path: str | None = None
+    poll_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(
+                f"--concurrency must be at least 1, got {self.concurrency}"
+            )
+        if self.rate_per_s < 0:
+            raise ConfigError(
+                f"--rate must be 0 (unlimited) or more, got {self.rate_per_s}"
+            )
+        if self.claim_idle_s <= 0:
+            raise ConfigError(f"--claim-idle must be positive, got {self.claim_idle_s}")
+        if self.max_deliveries < 1:
+            raise ConfigError(
+                f"--max-deliveries must be at least 1, got {self.max_deliveries}"
+            )

@@ -299,3 +299,45 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("PROVISIONER_") or key in {"QODER_API_URL", "QODER_BASE_URL"}:
             monkeypatch.delenv(key)
     monkeypatch.setenv("QODER_PAT", TEST_TOKEN)
+
+
+# --- redis -------------------------------------------------------------------
+# Imported here, not at the top, so this section is one appended block.
+
+import uuid  # noqa: E402
+
+from provisioner.errors import QueueError  # noqa: E402
+from provisioner.settings import RedisSettings  # noqa: E402
+from provisioner.stream import JobQueue  # noqa: E402
+
+TEST_REDIS_URL_ENV = "PROVISIONER_TEST_REDIS_URL"
+
+
+def redis_url() -> str:
+    """The test Redis: ``$PROVISIONER_TEST_REDIS_URL``, else the local default."""
+    return os.environ.get(TEST_REDIS_URL_ENV) or "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[JobQueue]:
+    """A queue on the test Redis whose stream is unique to the test; its keys go after.
+
+    An unreachable Redis skips the test, or fails it when ``CI=true``.
+    """
+    settings = RedisSettings(url=redis_url(), stream=f"test-{uuid.uuid4().hex}")
+    probe = JobQueue.connect(settings, retries=0)
+    try:
+        await probe.ping()
+    except QueueError as exc:
+        reason = f"no Redis for the tests at {settings.shown_url} (${TEST_REDIS_URL_ENV}): {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    finally:
+        await probe.close()
+    queue = JobQueue.connect(settings)
+    try:
+        yield queue
+    finally:
+        await queue.delete_all()
+        await queue.close()

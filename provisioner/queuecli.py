@@ -1,0 +1,258 @@
+"""The queue commands: ``enqueue``, ``worker`` and ``queue-status``.
+
+Each turns its parsed flags into settings, runs its part of the queue mode and
+maps the outcome to an exit code, as ``cli.py`` does for ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import orjson
+
+from provisioner import log
+from provisioner.cli import (
+    ExitCode,
+    api_settings,
+    print_errors,
+    retry_policy,
+    say,
+    stdin_stream,
+    warnings_to_stderr,
+)
+from provisioner.engine import Engine, open_pipeline, signals_stop
+from provisioner.lock import LogLock
+from provisioner.ratelimit import RateLimiter, SharedRateLimiter, Unlimited
+from provisioner.redact import Scrubber
+from provisioner.results import ResultSink
+from provisioner.settings import RedisSettings, WorkerSettings
+from provisioner.sources import JobFiles, Spec, scan
+from provisioner.stopping import StopController
+from provisioner.stream import JobQueue, QueueStatus
+from provisioner.summary import StopKind, Summary, describe, utcnow
+from provisioner.worker import Worker
+
+
+def redis_settings(args: argparse.Namespace) -> RedisSettings:
+    """The queue the flags name."""
+    names: dict[str, str] = {"stream": args.stream}
+    if getattr(args, "group", None):
+        names["group"] = args.group
+    names["consumer"] = getattr(args, "consumer", None) or default_consumer()
+    return RedisSettings.from_env(
+        os.environ, url=args.redis, password_file=args.redis_password_file, **names
+    )
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: host and PID."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@contextlib.asynccontextmanager
+async def _connected(settings: RedisSettings) -> AsyncIterator[JobQueue]:
+    queue = JobQueue.connect(settings)
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+# --- enqueue ------------------------------------------------------------------
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Validate exactly as ``run`` does, then queue every spec; nothing is queued if one is invalid."""
+    settings = redis_settings(args)
+    log.configure(fmt=args.log_format, level=args.log_level)
+    with JobFiles(args.jobs, stdin=stdin_stream()) as files:
+        report = scan(files)
+        if report.errors:
+            print_errors(report.errors)
+            say(
+                f"{report.total - report.valid} of {report.total} specs are invalid; nothing was queued"
+            )
+            return ExitCode.USAGE
+        count = asyncio.run(_enqueue(settings, files))
+    print(f"queued {count} specs on stream {settings.stream} ({settings.shown_url})")
+    return ExitCode.OK
+
+
+async def _enqueue(settings: RedisSettings, files: JobFiles) -> int:
+    async with _connected(settings) as queue:
+        entries = (_entry(item) for item in files if isinstance(item, Spec))
+        return await queue.add(entries)
+
+
+def _entry(spec: Spec) -> dict[str, str]:
+    return {
+        "spec": orjson.dumps(spec.body).decode(),
+        "key": spec.key,
+        "name": spec.name,
+        "source": spec.source,
+        "line": "" if spec.line is None else str(spec.line),
+        "index": str(spec.index),
+        "enqueued_at": utcnow().isoformat(timespec="microseconds"),
+    }
+
+
+# --- worker -------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join the stream's group and provision what it holds, until stopped or drained."""
+    redis = redis_settings(args)
+    api = api_settings(args)
+    with warnings_to_stderr():
+        settings = WorkerSettings(
+            concurrency=int(args.concurrency),
+            rate_per_s=float(args.rate),
+            claim_idle_s=float(args.claim_idle),
+            max_deliveries=int(args.max_deliveries),
+            exit_when_empty=bool(args.exit_when_empty),
+            grace_s=float(args.grace),
+            results_path=args.results,
+        )
+        engine = Engine(
+            api=api,
+            policy=retry_policy(args),
+            concurrency=settings.concurrency,
+            on_conflict=args.on_conflict,
+        )
+    log.configure(
+        fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
+    )
+    scrub = Scrubber([api.token.reveal()])
+    with _local_log(settings.results_path) as has_log:
+        worker_summary, dead = asyncio.run(
+            _work(engine, redis, settings, scrub, has_log)
+        )
+    for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
+        say(f"worker {redis.consumer}: {line}", scrub)
+    if dead:
+        say(f"worker {redis.consumer}: {dead} messages dead-lettered", scrub)
+    return _worker_exit(worker_summary, dead)
+
+
+@contextlib.contextmanager
+def _local_log(path: str | None) -> Iterator[bool]:
+    if path is None or path == "-":
+        yield path is not None
+        return
+    with LogLock(path, command="provisioner worker"):
+        yield True
+
+
+async def _work(
+    engine: Engine,
+    redis: RedisSettings,
+    settings: WorkerSettings,
+    scrub: Scrubber,
+    has_log: bool,
+) -> tuple[Summary, int]:
+    stop = StopController(grace_s=settings.grace_s)
+    async with _connected(redis) as queue:
+        limiter = _pool_limiter(queue, settings, stop)
+        async with open_pipeline(
+            engine, limiter=limiter, stop=stop, replay_is_ours=True
+        ) as pipeline:
+            sink = None
+            if has_log and settings.results_path:
+                sink = ResultSink.open(settings.results_path, scrub=scrub)
+            worker = Worker(
+                queue=queue,
+                pipeline=pipeline,
+                stop=stop,
+                settings=settings,
+                group=redis.group,
+                consumer=redis.consumer,
+                target=engine.target,
+                sink=sink,
+            )
+            try:
+                with signals_stop(stop):
+                    summary = await worker.run()
+            finally:
+                if sink is not None:
+                    sink.close()
+            return summary, worker.dead_letters
+
+
+def _pool_limiter(
+    queue: JobQueue, settings: WorkerSettings, stop: StopController
+) -> RateLimiter:
+    """One rate for every worker of the stream, reserved in Redis."""
+    if settings.rate_per_s == 0:
+        return Unlimited()
+    rate = settings.rate_per_s
+    return SharedRateLimiter(
+        lambda: queue.reserve(rate_per_s=rate), is_stopping=lambda: stop.is_stopping
+    )
+
+
+def _worker_exit(summary: Summary, dead: int) -> int:
+    stop = summary.stop
+    if stop is not None and stop.kind is StopKind.INTERRUPTED and summary.interrupted:
+        return ExitCode.INTERRUPTED
+    if stop is not None and stop.kind is StopKind.LOG_WRITE:
+        return ExitCode.LOG_WRITE
+    if (
+        summary.failed
+        or dead
+        or (stop is not None and stop.kind is not StopKind.INTERRUPTED)
+    ):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+# --- queue-status ---------------------------------------------------------------
+
+
+def cmd_queue_status(args: argparse.Namespace) -> int:
+    """Print the stream's length, pending messages per consumer, results and dead letters."""
+    settings = redis_settings(args)
+    status = asyncio.run(_status(settings))
+    if args.format == "json":
+        print(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        sys.stdout.write(render_status(status, settings))
+    return ExitCode.OK
+
+
+async def _status(settings: RedisSettings) -> QueueStatus:
+    async with _connected(settings) as queue:
+        return await queue.status(settings.group)
+
+
+def render_status(status: QueueStatus, settings: RedisSettings) -> str:
+    """The status as a few aligned lines for a terminal."""
+    lines = [
+        f"stream {status.stream} on {settings.shown_url}, group {settings.group}",
+        f"  waiting or in progress  {status.length}",
+        f"  pending (delivered, not acknowledged)  {status.pending}",
+    ]
+    lines += [
+        f"    {c.name}  pending {c.pending}  idle {c.idle_s:.1f} s"
+        for c in status.consumers
+    ]
+    lines += [
+        f"  settled specs  {status.settled}",
+        f"  results  {status.results}",
+        f"  dead letters  {status.dead_letters}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "enqueue": cmd_enqueue,
+    "worker": cmd_worker,
+    "queue-status": cmd_queue_status,
+}
+
+__all__ = ["COMMANDS", "default_consumer", "redis_settings", "render_status"]
