@@ -189,6 +189,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--no-progress", None, False, "no progress bar, even on a terminal"),
     Flag("--redis", _path, None, f"Redis URL, redis:// or rediss:// (TLS) (default {DEFAULT_REDIS_URL}; also $REDIS_URL)", "URL", envs=("PROVISIONER_REDIS", REDIS_URL_ENV)),
     Flag("--redis-password-file", _path, None, "read the Redis password from this file", "PATH"),
+    Flag("--redis-ca-file", _path, None, "trust the CA certificates in this PEM file for rediss:// (a private CA)", "PATH"),
     Flag("--stream", _name, _default(RedisSettings, "stream"), "the queue's name (default %(default)s)", "NAME"),
     Flag("--group", _name, _default(RedisSettings, "group"), "the consumer group of the workers (default %(default)s)", "NAME"),
     Flag("--consumer", _name, None, "this worker's name in the group (default HOST-PID)", "NAME"),
@@ -203,7 +204,7 @@ _API = (
     "--timeout", "--max-attempts", "--deadline", "--backoff", "--backoff-max", "--grace",
     "--on-conflict", "--log-format", "--log-level",
 )  # fmt: skip
-_REDIS = ("--redis", "--redis-password-file", "--stream")
+_REDIS = ("--redis", "--redis-password-file", "--redis-ca-file", "--stream")
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress"),

@@ -46,7 +46,11 @@ def redis_settings(args: argparse.Namespace) -> RedisSettings:
         names["group"] = args.group
     names["consumer"] = getattr(args, "consumer", None) or default_consumer()
     return RedisSettings.from_env(
-        os.environ, url=args.redis, password_file=args.redis_password_file, **names
+        os.environ,
+        url=args.redis,
+        password_file=args.redis_password_file,
+        ca_file=args.redis_ca_file,
+        **names,
     )
 
 
@@ -55,9 +59,16 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# A one-shot command gives up on an unreachable Redis after a few seconds; a
+# worker (a long-running service) waits it out.
+ONE_SHOT_RETRIES = 2
+
+
 @contextlib.asynccontextmanager
-async def _connected(settings: RedisSettings) -> AsyncIterator[JobQueue]:
-    queue = JobQueue.connect(settings)
+async def _connected(
+    settings: RedisSettings, *, retries: int = ONE_SHOT_RETRIES
+) -> AsyncIterator[JobQueue]:
+    queue = JobQueue.connect(settings, retries=retries)
     try:
         yield queue
     finally:
@@ -157,7 +168,7 @@ async def _work(
     has_log: bool,
 ) -> tuple[Summary, int]:
     stop = StopController(grace_s=settings.grace_s)
-    async with _connected(redis) as queue:
+    async with _connected(redis, retries=8) as queue:
         limiter = _pool_limiter(queue, settings, stop)
         async with open_pipeline(
             engine, limiter=limiter, stop=stop, replay_is_ours=True

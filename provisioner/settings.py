@@ -255,6 +255,7 @@ class RedisSettings:
         stream: the queue's name; every key of it shares the hash tag ``{stream}``.
         group: the consumer group of the workers that share the stream.
         consumer: this worker's name in the group (unique per process).
+        ca_file: a PEM file of the CAs to trust for ``rediss://`` (a private CA).
     """
 
     url: str = DEFAULT_REDIS_URL
@@ -262,6 +263,7 @@ class RedisSettings:
     stream: str = "provisioner"
     group: str = "provisioner"
     consumer: str = ""
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         scheme = self.url.partition("://")[0].lower()
@@ -287,6 +289,7 @@ class RedisSettings:
         *,
         url: str | None = None,
         password_file: str | None = None,
+        ca_file: str | None = None,
         **names: str,
     ) -> RedisSettings:
         """Build from flags and the environment: the URL from ``--redis`` or ``REDIS_URL``.
@@ -300,6 +303,7 @@ class RedisSettings:
         return cls(
             url=url or env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL,
             password=password,
+            ca_file=ca_file,
             **names,
         )
 

@@ -138,12 +138,15 @@ class JobQueue:
     def connect(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
         """A queue on a new client for ``settings`` (no I/O until the first call).
 
-        ``rediss://`` uses TLS. A password in ``settings.password`` wins over one
+        ``rediss://`` uses TLS, verified against ``settings.ca_file`` when given,
+        else the system's CAs (``SSL_CERT_FILE`` works). A password in ``settings.password`` wins over one
         in the URL. A command that meets a connection error or timeout is tried
         again up to ``retries`` times, waiting 0.2 s doubling to 5 s between.
         """
         url, password = settings.url, settings.password
         options: dict[str, Any] = {}
+        if settings.ca_file is not None and url.lower().startswith("rediss://"):
+            options["ssl_ca_certs"] = settings.ca_file
         if password is not None:
             # redis-py lets a password in the URL override the keyword.
             url, options["password"] = _without_password(url), password.reveal()

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
-from provisioner.stream import JobQueue
 
 from provisioner.emulator import Emulator, FaultPlan
+from provisioner.stream import JobQueue
 from tests.conftest import TEST_TOKEN, make_specs, redis_url
 
 CLI = [sys.executable, "-m", "provisioner"]
@@ -259,3 +259,24 @@ async def test_the_shared_rate_limit_holds_for_the_pool_and_is_reached(
 
 def _created_at(env: dict[str, Any]) -> float:
     return datetime.fromisoformat(env["created_at"].replace("Z", "+00:00")).timestamp()
+
+
+async def test_sigterm_drains_a_worker_and_leaves_nothing_half_done(
+    redis: JobQueue, make_live_emulator, write_jobs
+):
+    """A worker without --exit-when-empty runs until SIGTERM, then finishes what it started: exit 0, nothing pending."""
+    emulator = make_live_emulator(faults=FaultPlan(latency_ms=50))
+    assert (
+        cli("enqueue", write_jobs(make_specs(200)), *redis_args(redis)).returncode == 0
+    )
+    worker = start_worker(redis, emulator, "--concurrency", "4")
+    await wait_for_results(redis, 20)
+    worker.send_signal(signal.SIGTERM)
+
+    code, err = finish(worker)
+
+    assert code == 0, err
+    status = await redis.status("provisioner")
+    assert status.pending == 0
+    assert status.results + status.length == 200
+    assert len(emulator.creation_counts()) == status.results

@@ -1,0 +1,201 @@
+"""Redis as users run it: restarted under a running pool, behind TLS, behind a password.
+
+These tests start private ``redis-server`` processes on free loopback ports, so they can
+stop and restart them without touching the shared Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from provisioner.emulator import FaultPlan
+from provisioner.settings import RedisSettings
+from provisioner.stream import JobQueue
+from tests.conftest import TEST_TOKEN, make_specs
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None and os.environ.get("CI") != "true",
+    reason="redis-server is not installed (CI installs it and fails without it)",
+)
+CLI = [sys.executable, "-m", "provisioner"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server in ``folder``, with the AOF on so a restart keeps the data."""
+
+    def __init__(self, folder: Path, *options: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+            "--save", "", *self.options,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        for _ in range(500):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.01)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)  # Redis flushes its AOF and exits
+            self.proc.wait(30)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PROVISIONER_", "REDIS_URL"))
+    }
+    env["QODER_PAT"] = TEST_TOKEN
+    env.update(extra)
+    return env
+
+
+def cli(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510 - the exit code is checked by the tests
+        [*CLI, *map(str, args)],
+        env=env or child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def start_worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "worker", *args], env=child_env(), stderr=subprocess.PIPE, text=True
+    )
+
+
+async def wait_for_results(queue: JobQueue, count: int) -> None:
+    for _ in range(1200):
+        if (await queue.status("provisioner")).results >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} results")
+
+
+@pytest.mark.slow
+async def test_a_redis_restart_under_a_running_pool_costs_nothing(
+    redis_server: RedisServer, make_live_emulator, write_jobs
+):
+    """Redis stopped and started again on its port mid-run: workers reconnect, every spec created once, one record each."""
+    emulator = make_live_emulator(faults=FaultPlan(latency_ms=20))
+    total = 600
+    redis_args = ["--redis", redis_server.url, "--stream", "restart"]
+    assert cli("enqueue", write_jobs(make_specs(total)), *redis_args).returncode == 0
+    args = [*redis_args, "--api-url", emulator.url, "--rate", "0", "--backoff", "0",
+            "--claim-idle", "2", "--exit-when-empty", "--concurrency", "8"]  # fmt: skip
+    workers = [start_worker(*args, "--consumer", f"w{i}") for i in range(2)]
+    queue = JobQueue.connect(RedisSettings(url=redis_server.url, stream="restart"))
+    try:
+        await wait_for_results(queue, 100)
+        redis_server.stop()
+        await asyncio.sleep(1.0)
+        redis_server.start()
+        outcomes = [w.communicate(timeout=120) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], [
+            err[-2000:] for _, err in outcomes
+        ]
+        results = await queue.results()
+        status = await queue.status("provisioner")
+    finally:
+        await queue.close()
+    counts = emulator.creation_counts()
+    assert (len(counts), set(counts.values())) == (total, {1})
+    assert len(results) == total
+    assert Counter(r["status"] for r in results) == {"created": total}
+    assert (status.length, status.pending) == (0, 0)
+
+
+def test_rediss_with_a_private_ca(tmp_path: Path, write_jobs):
+    """rediss:// is verified: with --redis-ca-file the queue works; without it the certificate is refused."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = RedisServer(
+        tmp_path, "--tls-port", str(free_port()), "--tls-cert-file", str(tmp_path / "server.pem"),
+        "--tls-key-file", str(tmp_path / "server.pem"), "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+        "--tls-auth-clients", "no",
+    )  # fmt: skip
+    tls_port = int(server.options[1])
+    server.start()
+    try:
+        url = f"rediss://localhost:{tls_port}/0"
+        jobs = write_jobs(make_specs(3))
+        trusted = cli(
+            "enqueue", jobs, "--redis", url, "--redis-ca-file", tmp_path / "ca.pem"
+        )
+        untrusted = cli("enqueue", jobs, "--redis", url)
+    finally:
+        server.stop()
+    assert trusted.returncode == 0, trusted.stderr
+    assert "queued 3 specs" in trusted.stdout
+    assert untrusted.returncode == 2
+    assert (
+        "certificate" in untrusted.stderr.lower() or "ssl" in untrusted.stderr.lower()
+    )
+
+
+def test_a_redis_password_is_never_printed(redis_server: RedisServer, tmp_path: Path):
+    """A password in the URL or in --redis-password-file appears in no output, whatever fails."""
+    in_url = cli(
+        "queue-status",
+        "--redis",
+        f"redis://user:pw-in-url-123@127.0.0.1:{free_port()}/0",
+    )
+    secret_file = tmp_path / "redis-password"
+    secret_file.write_text("pw-in-file-456\n")
+    from_file = cli(
+        "queue-status", "--redis", redis_server.url, "--redis-password-file", secret_file,
+        env=child_env(REDIS_URL="redis://ignored:pw-in-env-789@127.0.0.1:1/0"),
+    )  # fmt: skip
+    assert in_url.returncode == 2
+    assert "***" in in_url.stderr
+    for result in (in_url, from_file):
+        for secret in ("pw-in-url-123", "pw-in-file-456", "pw-in-env-789"):
+            assert secret not in result.stdout + result.stderr
