@@ -53,7 +53,7 @@ lock:
 bench: install
 	$(BIN)/python bench/bench_emulator.py
 	$(BIN)/python bench/bench_run.py
-	cd bench && ../$(BIN)/python bench_queue.py
+	$(BIN)/python bench/bench_queue.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage demo-results.jsonl demo-summary.json
