@@ -1,7 +1,9 @@
-# One-shot container runs of provisioner:
+# provisioner in a container: a one-shot run, or a long-running queue worker.
 #   docker build -t provisioner .        (or podman build; docker/smoke.sh builds and checks it)
-#   docker run --rm -e QODER_PAT -v "$PWD/myjobs:/work/myjobs" provisioner run myjobs/teams.jsonl
+#   docker run --rm -e QODER_PAT -v "$PWD/myjobs:/work/myjobs" provisioner run myjobs/onboarding.jsonl
 #   docker run --rm provisioner run jobs/demo-onboarding.jsonl --sandbox --results -
+#   docker run -d -e QODER_PAT -e REDIS_URL=redis://redis:6379/0 provisioner worker --stream onboarding
+# A worker drains on SIGTERM (docker stop): give it longer than --grace (docker stop -t 60).
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

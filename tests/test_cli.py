@@ -155,13 +155,14 @@ def test_version_is_printed(capsys):
     assert capsys.readouterr().out.strip() == f"provisioner {__version__}"
 
 
-def test_every_run_flag_is_in_the_readme():
-    """The README documents every flag of `provisioner run`."""
+@pytest.mark.parametrize("command", ["run", "enqueue", "worker", "queue-status"])
+def test_every_flag_is_in_the_readme(command):
+    """The README documents every flag of every command."""
     from provisioner.cli import build_parser
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
-    for action in run._actions:
+    parser = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    for action in parser._actions:
         for flag in action.option_strings:
             if flag.startswith("--") and flag != "--help":
                 assert f"`{flag}" in readme or f"/ `{flag}" in readme, flag
