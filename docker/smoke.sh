@@ -3,7 +3,8 @@
 #   1. the image builds;  2. --help / --version as the non-root user `app`;
 #   3. a bulk run against the CLI's embedded emulator (--sandbox);
 #   4. a bulk run against an emulator on the host (token given as QODER_PAT);
-#   5. the image's size.
+#   5. queue mode: enqueue + a worker (--exit-when-empty) against the host's Redis;
+#   6. the image's size.
 # Usage: docker/smoke.sh            (from anywhere; builds from the repo root)
 # Env:   IMAGE (default provisioner), SMOKE_TOKEN (default pt-smoke-token),
 #        HOST_PROVISIONER (default .venv/bin/provisioner: runs the host emulator).
@@ -59,7 +60,7 @@ uid=$(in_ctr id -u)
 [[ $uid != 0 ]] || fail "the container runs as root"
 echo "uid: $uid ($(in_ctr id -un))"
 in_ctr provisioner --help >"$tmp/help.txt"
-for command in run validate emulator; do
+for command in run validate enqueue worker queue-status emulator; do
   grep -q "^ *$command " "$tmp/help.txt" || fail "--help lists no '$command'"
 done
 head -1 "$tmp/help.txt"
@@ -135,7 +136,33 @@ run_with_token "wrong-$TOKEN" "$url" --results /tmp/r-wrong.jsonl 2>"$tmp/wrong.
 [[ $rc != 0 ]] || fail "a run with a wrong token exited 0"
 echo "wrong token: exit $rc ($(grep -o 'authentication failed (HTTP [0-9]*)' "$tmp/wrong.err" | head -1))"
 
-step "5. image size"
+step "5. queue mode: enqueue and a worker against the host's Redis and emulator"
+REDIS_URL=${SMOKE_REDIS_URL:-redis://127.0.0.1:6379/0}
+stream="smoke-$$"
+in_ctr provisioner enqueue jobs/platform-teams.json --redis "$REDIS_URL" --stream "$stream" \
+  || fail "enqueue exited non-zero"
+worker_in_ctr() {  # TOKEN, then worker flags
+  local token=$1; shift
+  in_ctr sh -c 'IFS= read -r QODER_PAT && export QODER_PAT && exec provisioner worker "$@"' \
+    sh "$@" <<<"$token"
+}
+rc=0
+worker_in_ctr "$TOKEN" --redis "$REDIS_URL" --stream "$stream" --api-url "$url" \
+  --exit-when-empty --results /tmp/w.jsonl --on-conflict exists 2>"$tmp/worker.err" || rc=$?
+grep 'worker .*specs:' "$tmp/worker.err" || true
+[[ $rc == 0 ]] || { cat "$tmp/worker.err" >&2; fail "worker exited $rc"; }
+in_ctr provisioner queue-status --redis "$REDIS_URL" --stream "$stream" --format json >"$tmp/status.json"
+python3 - "$tmp/status.json" <<'PY'
+import json, sys
+status = json.load(open(sys.argv[1], encoding="utf-8"))
+if status["length"] or status["pending"] or status["results"] != 10 or status["dead_letters"]:
+    sys.exit(f"queue not drained as expected: {status}")
+print(f"queue drained: {status['results']} results, nothing pending")
+PY
+redis-cli -u "$REDIS_URL" DEL "provisioner:{$stream}:specs" "provisioner:{$stream}:results" \
+  "provisioner:{$stream}:outcomes" "provisioner:{$stream}:dead" "provisioner:{$stream}:rate" >/dev/null
+
+step "6. image size"
 podman images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$IMAGE"
 
 printf '\nsmoke: all checks passed\n'
