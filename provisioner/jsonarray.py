@@ -1,19 +1,22 @@
 """Stream one top-level JSON array element by element, knowing each element's line.
 
-Memory stays flat however long the array: text is read in chunks, each element is
+Memory stays flat however long the array: bytes are read in chunks and decoded
+as UTF-8 incrementally (a bad byte is reported at its line), each element is
 decoded with ``json.JSONDecoder.raw_decode``, and consumed text is dropped.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterator
 from typing import IO
 
 from provisioner.errors import SourceError
+from provisioner.jsonlimits import DEPTH_REASON
 
-CHUNK_CHARS = 64 * 1024
+CHUNK_BYTES = 64 * 1024
 # Twice the API's 32 MB body limit: a bigger element is a missing quote or bracket.
 MAX_ELEMENT_CHARS = 64 * 1024 * 1024
 
@@ -23,22 +26,29 @@ _LOOKAHEAD = 16
 
 
 class ArrayReader:
-    """Streams one top-level JSON array: ``(line, element)`` per element.
+    """Streams one top-level JSON array: ``(line, element, text)`` per element.
 
-    Text is read in chunks and each element decoded with ``raw_decode``;
-    ``_line`` is the line number at ``_pos``, kept by counting newlines.
+    ``text`` is the element as written. Bytes are read in chunks and decoded
+    (UTF-8, with or without a byte order mark); each element is decoded with
+    ``raw_decode``; ``_line`` is the line number at ``_pos``, kept by counting
+    newlines.
+
+    Raises:
+        SourceError: the file is not UTF-8, not an array, or not JSON, or an
+            element nests so deep that the decoder gives up.
     """
 
-    def __init__(self, stream: IO[str], source: str) -> None:
+    def __init__(self, stream: IO[bytes], source: str) -> None:
         self._stream = stream
         self._source = source
         self._buf = ""
         self._pos = 0
         self._line = 1
         self._is_eof = False
+        self._utf8 = codecs.getincrementaldecoder("utf-8-sig")()
         self._decoder = json.JSONDecoder()
 
-    def __iter__(self) -> Iterator[tuple[int, object]]:
+    def __iter__(self) -> Iterator[tuple[int, object, str]]:
         if self._peek() != "[":
             raise self._error("expected a JSON array of specs at the top level")
         self._pos += 1
@@ -47,7 +57,9 @@ class ArrayReader:
         else:
             while True:
                 self._peek()
-                yield self._line, self._value()
+                line = self._line
+                value, text = self._value()
+                yield line, value, text
                 if self._take(",]") == "]":
                     break
         if self._peek():
@@ -69,11 +81,19 @@ class ArrayReader:
                 f"an element over {MAX_ELEMENT_CHARS:,} characters: a missing quote or bracket?"
             )
         # Read at least as much as is pending, so re-decoding a long element is amortised.
-        chunk = self._stream.read(max(CHUNK_CHARS, pending))
+        chunk = self._stream.read(max(CHUNK_BYTES, pending))
+        try:
+            text = self._utf8.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            # The decoder holds back no newline: count those before the bad byte.
+            line = self._line + self._buf.count("\n", self._pos)
+            line += exc.object[: exc.start].count(b"\n")
+            reason = f"not valid UTF-8: {exc.reason}"
+            raise SourceError(reason, source=self._source, line=line) from exc
         if not chunk:
             self._is_eof = True
             return False
-        self._buf = self._buf[self._pos :] + chunk
+        self._buf = self._buf[self._pos :] + text
         self._pos = 0
         return True
 
@@ -97,7 +117,7 @@ class ArrayReader:
         self._pos += 1
         return char
 
-    def _value(self) -> object:
+    def _value(self) -> tuple[object, str]:
         """Decode the element at ``_pos``, reading on while it may be cut short."""
         while True:
             try:
@@ -106,11 +126,17 @@ class ArrayReader:
                 if _may_be_cut(exc, len(self._buf)) and self._fill():
                     continue
                 raise self._error(f"invalid JSON: {exc.msg}", exc.pos) from exc
+            except ValueError as exc:  # an integer too long for int()
+                reason = str(exc).split(":", 1)[0]
+                raise self._error(f"invalid JSON: {reason}") from exc
+            except RecursionError as exc:
+                raise self._error(DEPTH_REASON) from exc
             if len(self._buf) - end < _LOOKAHEAD and self._fill():
                 continue
-            self._line += self._buf.count("\n", self._pos, end)
+            text = self._buf[self._pos : end]
+            self._line += text.count("\n")
             self._pos = end
-            return value
+            return value, text
 
 
 def _may_be_cut(exc: json.JSONDecodeError, size: int) -> bool:

@@ -3,42 +3,58 @@
 Formats, chosen by extension:
 
 * ``.jsonl`` / ``.ndjson`` and ``-`` (stdin): one JSON object per line; blank
-  lines and lines starting with ``#`` are skipped. A line that is not JSON is
-  an :class:`InvalidSpec` at that line, and reading goes on.
+  lines and lines starting with ``#`` are skipped. A line that is not JSON, or
+  is longer than :data:`MAX_LINE_BYTES` (skipped unread), is an
+  :class:`InvalidSpec` at that line, and reading goes on.
 * ``.json``: one JSON array of bodies, streamed element by element.
 * ``.yaml`` / ``.yml``: a list of bodies, or ``{defaults: {...}, environments:
-  [...]}`` where each entry is deep-merged over ``defaults``: mappings merge
-  key by key, anything else in the entry (a list, a scalar, null) replaces the
-  default. YAML is loaded whole (PyYAML's safe loader): keep huge inputs in JSONL.
+  [...]}``, each entry deep-merged over ``defaults`` (:mod:`provisioner.yamlfile`).
+* no known extension, on a path that is not a regular file (a FIFO, or the
+  ``/dev/fd/63`` of ``provisioner run <(gen-specs)``): JSONL. A regular file
+  with another extension is an error.
 
-JSONL and JSON are read in chunks: memory stays flat however long the file,
-apart from the duplicate-name check, which keeps each distinct name once. Stdin
-is spooled (in memory, then on disk past a few MB) so it can be read twice.
+Stdin and paths that are not regular files are read once and spooled (in
+memory, then on disk past a few MB): the run pass replays what the validate
+pass read. JSONL and JSON are read in chunks: memory stays flat however long
+the file, apart from the duplicate-name check, which keeps each distinct name once.
+
+Hostile input is read or reported at its line, never misread: JSON nested too
+deep or repeating a key in an object (:mod:`provisioner.jsonlimits`) and specs
+over the API's body limit are errors at that spec; bytes that are not UTF-8 are
+reported at their line in every format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import io
 import json
+import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, cast
 
 import orjson
-import yaml
 
 from provisioner.errors import SourceError, SpecError
 from provisioner.jsonarray import ArrayReader
-from provisioner.spec import spec_key, validate_body
+from provisioner.jsonlimits import DEPTH_REASON, check_value, too_deep
+from provisioner.spec import (
+    MAX_BODY_BYTES,
+    canonical_json,
+    check_size,
+    key_from_json,
+    validate_body,
+)
+from provisioner.yamlfile import read_yaml
 
 STDIN = "-"
 SPOOL_MAX_MEMORY_BYTES = 4 * 1024 * 1024
-YAML_KEYS = ("defaults", "environments")
+# A JSONL line may hold one body of the API's largest size, with room to spare.
+MAX_LINE_BYTES = MAX_BODY_BYTES + 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _LINE_BITS = 40
 _LINE_MASK = (1 << _LINE_BITS) - 1
@@ -85,14 +101,20 @@ class InvalidSpec:
         return _location(self.source, self.line, self.index)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per line, and a frozen __init__ costs about three times as much.
+@dataclass(slots=True)
 class _Record:
-    """One entry of a job file: a body, or why it could not be parsed."""
+    """One entry of a job file: a body, and why it could not be read as written.
+
+    ``errors`` without a line are at the record's line. ``canonical`` is the
+    body's canonical JSON when the reader already made it.
+    """
 
     line: int
     index: int
     body: object
-    error: str | None = None
+    errors: tuple[SpecError, ...] = ()
+    canonical: bytes | None = None
 
 
 Reader = Callable[[IO[bytes], str], Iterator[_Record]]
@@ -104,13 +126,13 @@ class JobFiles:
     Args:
         paths: job files in order; ``-`` means stdin (JSONL).
         stdin: the stream ``-`` reads; spooled on first use so a second pass
-            sees the same bytes.
+            sees the same bytes, as are paths that are not regular files.
     """
 
     def __init__(self, paths: Sequence[str], *, stdin: BinaryIO | None = None) -> None:
         self._paths = tuple(paths)
         self._stdin = stdin
-        self._spool: SpooledTemporaryFile[bytes] | None = None
+        self._spools: dict[str, tuple[SpooledTemporaryFile[bytes], Reader]] = {}
 
     def __iter__(self) -> Iterator[Spec | InvalidSpec]:
         """Every spec of every file, in order; later uses of a name are invalid.
@@ -129,10 +151,10 @@ class JobFiles:
                 yield _judge(record, path, name, first_at)
 
     def close(self) -> None:
-        """Drop the stdin spool."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+        """Drop the spools of stdin and of pipes."""
+        for spool, _ in self._spools.values():
+            spool.close()
+        self._spools.clear()
 
     def __enter__(self) -> JobFiles:
         return self
@@ -141,28 +163,45 @@ class JobFiles:
         self.close()
 
     def _records(self, path: str) -> Iterator[_Record]:
-        reader = _reader_for(path)
         try:
-            with self._open(path) as stream:
+            opened, reader = self._open(path)
+            with opened as stream:
                 yield from reader(stream, path)
         except OSError as exc:
             raise SourceError(
                 f"cannot read: {exc.strerror or exc}", source=path
             ) from exc
-        except UnicodeDecodeError as exc:
-            raise SourceError(f"not valid UTF-8: {exc.reason}", source=path) from exc
 
-    def _open(self, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-        if path != STDIN:
-            return open(path, "rb")
-        if self._spool is None:
-            if self._stdin is None:
-                raise SourceError("stdin is not available", source=STDIN)
-            # Kept open across passes; close() closes it.
-            self._spool = SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY_BYTES)  # noqa: SIM115
-            shutil.copyfileobj(self._stdin, self._spool)
-        self._spool.seek(0)
-        return contextlib.nullcontext(cast(IO[bytes], self._spool))
+    def _open(
+        self, path: str
+    ) -> tuple[contextlib.AbstractContextManager[IO[bytes]], Reader]:
+        """The path's bytes and reader: a regular file is opened on every pass;
+        stdin, a pipe or a FIFO is read once, into a spool each pass replays."""
+        if path not in self._spools:
+            if path == STDIN:
+                if self._stdin is None:
+                    raise SourceError("stdin is not available", source=STDIN)
+                self._spool(path, self._stdin, _jsonl_records)
+            else:
+                reader = _reader_for(path)
+                stream = open(path, "rb")  # noqa: SIM115 - returned to a with, or closed below
+                if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                    return stream, reader
+                with stream:
+                    self._spool(path, stream, reader)
+        spool, reader = self._spools[path]
+        spool.seek(0)
+        return contextlib.nullcontext(cast(IO[bytes], spool)), reader
+
+    def _spool(self, path: str, stream: IO[bytes], reader: Reader) -> None:
+        with contextlib.ExitStack() as on_error:
+            # Kept open across passes (unless the copy fails); close() closes it.
+            spool = on_error.enter_context(
+                SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY_BYTES)
+            )
+            shutil.copyfileobj(stream, spool)
+            on_error.pop_all()
+        self._spools[path] = (spool, reader)
 
 
 def _name_of(body: object) -> str | None:
@@ -185,11 +224,13 @@ def _first_at(
 def _judge(
     record: _Record, source: str, name: str | None, first_at: str | None
 ) -> Spec | InvalidSpec:
-    """Validate one record and locate its errors."""
-    if record.error is not None:
-        errors = [SpecError(record.error)]
-    else:
-        errors = validate_body(record.body)
+    """Validate one record (its size too, from the bytes its key is made of); locate its errors."""
+    errors = list(record.errors) or validate_body(record.body)
+    canonical = b""
+    if not errors:
+        body = cast(dict[str, Any], record.body)
+        canonical = record.canonical or canonical_json(body)
+        errors = check_size(canonical)
     if first_at is not None:
         errors.append(SpecError(f"duplicate name, first at {first_at}", field="name"))
     if errors or name is None:
@@ -198,24 +239,28 @@ def _judge(
             source=source,
             line=record.line,
             index=record.index,
-            errors=tuple(e.located(source, record.line) for e in errors),
+            errors=tuple(e.located(source, e.line or record.line) for e in errors),
         )
     body = cast(dict[str, Any], record.body)
-    return Spec(name, body, spec_key(body), source, record.line, record.index)
+    key = key_from_json(canonical)
+    return Spec(name, body, key, source, record.line, record.index)
 
 
 def _reader_for(path: str) -> Reader:
-    if path == STDIN:
-        return _jsonl_records
+    """The reader for the path's extension; JSONL for a pipe without one."""
     suffix = PurePath(path).suffix.lower()
     reader = _READERS.get(suffix)
-    if reader is None:
-        raise SourceError(
-            f"unknown file type {suffix or '(no extension)'}: "
-            "expected .jsonl, .ndjson, .json, .yaml or .yml",
-            source=path,
-        )
-    return reader
+    if reader is not None:
+        return reader
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            return _jsonl_records  # a pipe, a FIFO: /dev/fd/63 has no extension
+    raise SourceError(
+        f"unknown file type {suffix or '(no extension)'}: "
+        "expected .jsonl, .ndjson, .json, .yaml or .yml",
+        source=path,
+    )
 
 
 # --- JSONL ------------------------------------------------------------------
@@ -224,28 +269,61 @@ def _reader_for(path: str) -> Reader:
 def _jsonl_records(stream: IO[bytes], source: str) -> Iterator[_Record]:
     """One record per non-blank, non-comment line."""
     index = 0
-    for number, raw in enumerate(stream, start=1):
-        text = (raw.removeprefix(_BOM) if number == 1 else raw).strip()
-        if not text or text.startswith(b"#"):
-            continue
-        try:
-            record = _Record(number, index, orjson.loads(text))
-        except orjson.JSONDecodeError as exc:
-            record = _Record(number, index, None, _json_line_error(text, exc))
-        yield record
+    for number, raw in _lines(stream):
+        if raw is None:
+            reason = f"a line over {MAX_LINE_BYTES:,} bytes: skipped (larger than any body the API takes)"
+            yield _Record(number, index, None, (SpecError(reason),))
+        else:
+            text = (raw.removeprefix(_BOM) if number == 1 else raw).strip()
+            if not text or text.startswith(b"#"):
+                continue
+            yield _jsonl_record(number, index, text)
         index += 1
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """Each line and its number; ``None`` for a line over MAX_LINE_BYTES, skipped to its end."""
+    number = 0
+    while raw := stream.readline(MAX_LINE_BYTES):
+        number += 1
+        if len(raw) < MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield number, raw
+            continue
+        while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield number, None
+
+
+def _jsonl_record(number: int, index: int, text: bytes) -> _Record:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return _Record(number, index, None, (SpecError(_json_line_error(text, exc)),))
+    return _checked(number, index, text, value)
 
 
 def _json_line_error(text: bytes, exc: orjson.JSONDecodeError) -> str:
     """The clearest message for a bad line: the json module's, else orjson's."""
     try:
-        json.loads(text.decode("utf-8"))
+        value = json.loads(text.decode("utf-8"))
     except UnicodeDecodeError as decode_error:
         return f"invalid JSON: not valid UTF-8 ({decode_error.reason})"
     except json.JSONDecodeError as json_error:
         return f"invalid JSON: {json_error.msg} at column {json_error.colno}"
+    except ValueError as int_error:  # an integer too long for int()
+        return f"invalid JSON: {str(int_error).split(':', 1)[0]}"
+    except RecursionError:
+        return DEPTH_REASON
+    if too_deep(value):
+        return DEPTH_REASON
     # Only orjson refuses it (NaN, a number beyond 64 bits, a lone surrogate).
     return f"invalid JSON: {exc.msg}"
+
+
+def _checked(line: int, index: int, text: str | bytes, value: object) -> _Record:
+    """A decoded entry, with the error if it nests too deep or repeats a key."""
+    error, canonical = check_value(text, value)
+    return _Record(line, index, value, () if error is None else (error,), canonical)
 
 
 # --- JSON array, streamed ---------------------------------------------------
@@ -253,93 +331,17 @@ def _json_line_error(text: bytes, exc: orjson.JSONDecodeError) -> str:
 
 def _json_records(stream: IO[bytes], source: str) -> Iterator[_Record]:
     """One record per element of the top-level array."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig")
-    try:
-        for index, (line, body) in enumerate(ArrayReader(text, source)):
-            yield _Record(line, index, body)
-    finally:
-        text.detach()
+    for index, (line, body, text) in enumerate(ArrayReader(stream, source)):
+        yield _checked(line, index, text, body)
 
 
 # --- YAML -------------------------------------------------------------------
 
-_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 def _yaml_records(stream: IO[bytes], source: str) -> Iterator[_Record]:
     """One record per list entry, merged over ``defaults`` in the mapping form."""
-    loader = _YamlLoader(stream)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            raise SourceError(
-                "empty YAML file: expected a list of specs", source=source
-            )
-        document = loader.construct_document(root)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, source) from exc
-    finally:
-        loader.dispose()
-    entries, defaults = _yaml_layout(root, document, source)
-    for index, (node, entry) in enumerate(entries):
-        body = (
-            _merge(defaults, entry) if defaults and isinstance(entry, dict) else entry
-        )
-        yield _Record(node.start_mark.line + 1, index, body)
-
-
-def _yaml_error(exc: yaml.YAMLError, source: str) -> SourceError:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    line = mark.line + 1 if mark is not None else None
-    return SourceError(f"invalid YAML: {problem}", source=source, line=line)
-
-
-def _yaml_layout(
-    root: yaml.Node, document: object, source: str
-) -> tuple[list[tuple[yaml.Node, object]], dict[str, Any]]:
-    """The entries (node and value) and the defaults of a YAML job file."""
-    line = root.start_mark.line + 1
-    if isinstance(root, yaml.SequenceNode) and isinstance(document, list):
-        return list(zip(root.value, document, strict=True)), {}
-    if not isinstance(root, yaml.MappingNode) or not isinstance(document, dict):
-        raise SourceError(
-            "expected a list of specs or a mapping with 'defaults' and 'environments'",
-            source=source,
-            line=line,
-        )
-    unknown = sorted(str(k) for k in document if k not in YAML_KEYS)
-    if unknown:
-        raise SourceError(
-            f"unknown top-level keys: {', '.join(unknown)} (expected 'defaults' and 'environments')",
-            source=source,
-            line=line,
-        )
-    defaults = document.get("defaults")
-    if defaults is None:
-        defaults = {}
-    if not isinstance(defaults, dict):
-        raise SourceError("'defaults' must be a mapping", source=source, line=line)
-    nodes = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
-    entries = document.get("environments")
-    node = nodes.get("environments")
-    if not isinstance(entries, list) or not isinstance(node, yaml.SequenceNode):
-        raise SourceError(
-            "'environments' must be a list of specs", source=source, line=line
-        )
-    return list(zip(node.value, entries, strict=True)), defaults
-
-
-def _merge(defaults: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``entry`` over ``defaults``: mappings merge, anything else replaces."""
-    merged = copy.deepcopy(dict(defaults))
-    for key, value in entry.items():
-        base = merged.get(key)
-        if isinstance(base, dict) and isinstance(value, dict):
-            merged[key] = _merge(base, value)
-        else:
-            merged[key] = value
-    return merged
+    for index, entry in enumerate(read_yaml(stream, source)):
+        yield _Record(entry.line, index, entry.body, entry.errors)
 
 
 _READERS: dict[str, Reader] = {

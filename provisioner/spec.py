@@ -2,8 +2,10 @@
 
 :func:`validate_body` checks one body (the JSON of ``POST /v1/environments``)
 against the union of every documented API generation and returns every broken
-rule as a :class:`~provisioner.errors.SpecError`. :func:`spec_key` derives the
-idempotency key a body is sent with.
+rule as a :class:`~provisioner.errors.SpecError`. :func:`canonical_json` makes
+the one serialisation of a valid body that both the size rule
+(:func:`check_size`, the API's body limit) and the idempotency key
+(:func:`key_from_json`, or :func:`spec_key` from the body) are computed from.
 
 The rules live in a strict pydantic model (no coercion, unknown keys rejected);
 pydantic's errors are translated here into short phrases and dotted field paths
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sized
 from types import UnionType
 from typing import Annotated, Any, Literal
@@ -42,15 +43,22 @@ SETUP_SCRIPT_MAX_BYTES = 65_536
 METADATA_MAX_KEYS = 16
 METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
+# The API's request body limit, the same as the emulator's DEFAULT_MAX_BODY_BYTES
+# (provisioner/emulator/config.py; not imported: the emulator is an independent oracle).
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 # Rust-regex patterns (pydantic's default engine): linear time, Unicode classes.
-NAME_PATTERN = r"^[^\p{Cc}]*[^\s\p{Cc}][^\p{Cc}]*$"
+# Bidirectional controls (U+202A-U+202E, U+2066-U+2069) can make a name read as another.
+_BIDI = r"\u202A-\u202E\u2066-\u2069"
+NAME_PATTERN = rf"^[^\p{{Cc}}{_BIDI}]*[^\s\p{{Cc}}{_BIDI}][^\p{{Cc}}{_BIDI}]*$"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST_PATTERN = rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$"
 PACKAGE_PATTERN = r"^[^\s\p{Cc}\-][^\s\p{Cc}]*$"
 
 _SCRIPT_SIZE = "at most {limit} bytes of UTF-8 (got {size})"
 HOST_REASON = "must be a bare hostname or *.domain, without scheme, port or path"
+BIDI_REASON = "must not contain bidirectional control characters (they make a name read as another)"
+_BIDI_CHARS = re.compile(f"[{_BIDI}]")
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -192,21 +200,52 @@ def validate_body(body: object) -> list[SpecError]:
     return []
 
 
+def canonical_json(body: Mapping[str, Any]) -> bytes:
+    """The body as canonical JSON: orjson, keys sorted at every level, no whitespace.
+
+    Exactly as long as the compact JSON the client sends. ``body`` must be
+    JSON-encodable (a valid spec is).
+
+    Raises:
+        orjson.JSONEncodeError: ``body`` holds a value JSON cannot carry.
+    """
+    return orjson.dumps(dict(body), option=orjson.OPT_SORT_KEYS)
+
+
+def check_size(canonical: bytes) -> list[SpecError]:
+    """The body-limit rule on a body's :func:`canonical_json`: ``[]`` when it fits."""
+    size = len(canonical)
+    if size <= MAX_BODY_BYTES:
+        return []
+    reason = (
+        f"{size:,} bytes of JSON: over the API's body limit of {MAX_BODY_BYTES:,} bytes"
+    )
+    return [SpecError(reason)]
+
+
 def spec_key(body: Mapping[str, Any]) -> str:
     """The spec's idempotency key, derived only from the body's content.
 
-    The body is serialised as canonical JSON (orjson, keys sorted at every
-    level, no whitespace) and hashed with SHA-256; the first 16 bytes of the
+    The same as ``key_from_json(canonical_json(body))``.
+    """
+    return key_from_json(canonical_json(body))
+
+
+def key_from_json(canonical: bytes) -> str:
+    """The idempotency key of a body, from its :func:`canonical_json`.
+
+    The canonical JSON is hashed with SHA-256; the first 16 bytes of the
     digest become a UUID with version nibble 8 and the RFC 4122 variant bits
     (a UUIDv8), so servers that expect a UUID accept it. The same body gives
     the same key in every run (resuming after a crash replays, not duplicates);
-    any edit gives a new key. ``body`` must be JSON-encodable (a valid spec is).
+    any edit gives a new key.
     """
-    canonical = orjson.dumps(dict(body), option=orjson.OPT_SORT_KEYS)
     raw = bytearray(hashlib.sha256(canonical).digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x80
     raw[8] = (raw[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(raw)))
+    # What str(uuid.UUID(bytes=raw)) gives, without building a UUID (half the time).
+    digits = raw.hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _translate(detail: ErrorDetails) -> SpecError:
@@ -287,6 +326,8 @@ def _pattern_reason(value: str, ctx: dict[str, Any]) -> str:
     if pattern == NAME_PATTERN:
         if not value.strip():
             return "must not be empty"
+        if _BIDI_CHARS.search(value):
+            return BIDI_REASON
         return "must not contain control characters"
     if value.startswith("-"):
         return "must not start with '-'"

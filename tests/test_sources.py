@@ -180,7 +180,7 @@ def test_json_array_reads_the_same_whatever_the_chunk_size(
     bodies[3:3] = [12345678901234, 1.5e10, -0.25, True, None, "long string " * 40]
     text = json.dumps(bodies, indent=2)
     path = write("a.json", text)
-    monkeypatch.setattr(jsonarray, "CHUNK_CHARS", chunk_chars)
+    monkeypatch.setattr(jsonarray, "CHUNK_BYTES", chunk_chars)
     items = read(path)
     element_start = re.compile(r"^  [^ }\]]")
     lines = text.splitlines()
@@ -229,7 +229,7 @@ def test_a_runaway_json_element_is_a_source_error(
 ) -> None:
     """An element that never ends (a lost quote) stops reading instead of filling memory."""
     path = write("a.json", '[\n{"name": "a", "description": "' + "x" * 500)
-    monkeypatch.setattr(jsonarray, "CHUNK_CHARS", 16)
+    monkeypatch.setattr(jsonarray, "CHUNK_BYTES", 16)
     monkeypatch.setattr(jsonarray, "MAX_ELEMENT_CHARS", 100)
     with pytest.raises(SourceError, match="an element over 100 characters") as caught:
         read(path)
@@ -237,9 +237,10 @@ def test_a_runaway_json_element_is_a_source_error(
 
 
 def test_json_file_that_is_not_utf8_is_a_source_error(write: Write) -> None:
-    """Bytes that are not UTF-8 in a JSON file stop reading with a SourceError."""
-    with pytest.raises(SourceError, match="not valid UTF-8"):
-        read(write("a.json", b'[{"name": "\xff"}]'))
+    """Bytes that are not UTF-8 in a JSON file stop reading with a SourceError at their line."""
+    with pytest.raises(SourceError, match="not valid UTF-8") as caught:
+        read(write("a.json", b'[{"name": "a"},\n {"name": "\xff"}]'))
+    assert caught.value.line == 2
 
 
 # --- YAML -------------------------------------------------------------------
@@ -291,6 +292,14 @@ environments:
     assert (a.line, b.line) == (9, 10)
     a.body["config"]["packages"]["pip"].append("x")
     assert b.body["config"]["packages"]["pip"] == ["ruff"]
+
+
+def test_yaml_null_defaults_are_no_defaults(write: Write) -> None:
+    """``defaults:`` left empty (null) changes nothing in the entries."""
+    text = "defaults:\nenvironments:\n  - name: a\n    config: {type: cloud}\n"
+    (item,) = read(write("a.yaml", text))
+    assert isinstance(item, Spec)
+    assert item.body == {"name": "a", "config": {"type": "cloud"}}
 
 
 def test_yaml_without_defaults_keeps_entries_as_written(write: Write) -> None:
@@ -549,6 +558,8 @@ def _peak_bytes(path: str) -> int:
 
 
 @pytest.mark.slow
+# tracemalloc sees every allocation: 200k specs take ~35 s, near a minute under coverage.
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("suffix", ["jsonl", "json"])
 def test_reading_a_long_file_keeps_memory_flat(write: Write, suffix: str) -> None:
     """A 200k-spec file is streamed: memory holds the names seen, never the file."""

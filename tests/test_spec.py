@@ -8,9 +8,18 @@ import re
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 
-from provisioner.spec import spec_key, validate_body
+from provisioner.spec import (
+    BIDI_REASON,
+    MAX_BODY_BYTES,
+    canonical_json,
+    check_size,
+    key_from_json,
+    spec_key,
+    validate_body,
+)
 
 HOST_REASON = "must be a bare hostname or *.domain, without scheme, port or path"
 NETWORKING_TYPES = "must be one of: unrestricted, limited, allowlist, allowed_hosts"
@@ -537,3 +546,38 @@ def test_spec_key_is_a_uuid_version_8() -> None:
     )
     assert parsed.variant == uuid.RFC_4122
     assert parsed.version == 8
+
+
+@pytest.mark.parametrize(
+    "char", [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]]
+)
+def test_a_name_with_a_bidirectional_control_is_refused(char: str) -> None:
+    """A name holding a bidirectional control (U+202A-U+202E, U+2066-U+2069) is refused: it can read as another name."""
+    assert errors_of(body(name=f"invoice-{char}fdp.exe")) == [("name", BIDI_REASON)]
+    assert errors_of(body(name=char)) == [("name", BIDI_REASON)]
+
+
+def test_other_format_characters_in_a_name_are_still_allowed() -> None:
+    """Only the bidirectional controls are refused: a zero-width joiner or an LRM mark is kept as before."""
+    assert errors_of(body(name="a\u200db\u200e")) == []
+
+
+def test_the_spec_key_is_the_key_of_the_canonical_json() -> None:
+    """spec_key(body) hashes the same bytes canonical_json makes, so the size rule and the key share one serialisation."""
+    canonical = canonical_json(FULL)
+    assert canonical == orjson.dumps(FULL, option=orjson.OPT_SORT_KEYS)
+    assert key_from_json(canonical) == spec_key(FULL)
+
+
+def test_a_body_over_the_api_limit_is_refused_by_size() -> None:
+    """A body whose JSON is over 32 MiB breaks the size rule; one at the limit keeps it."""
+    filler = len(canonical_json(body(description="")))
+    at_limit = canonical_json(body(description="d" * (MAX_BODY_BYTES - filler)))
+    over = canonical_json(body(description="d" * (MAX_BODY_BYTES - filler + 1)))
+    assert len(at_limit) == MAX_BODY_BYTES
+    assert check_size(at_limit) == []
+    (error,) = check_size(over)
+    assert (error.field, error.reason) == (
+        "",
+        f"{MAX_BODY_BYTES + 1:,} bytes of JSON: over the API's body limit of {MAX_BODY_BYTES:,} bytes",
+    )
