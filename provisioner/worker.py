@@ -31,7 +31,7 @@ from provisioner.results import SUCCESS, Result, ResultSink
 from provisioner.runner import stop_reason_for
 from provisioner.settings import WorkerSettings
 from provisioner.sources import Spec
-from provisioner.spec import spec_key, validate_body
+from provisioner.spec import canonical_json, check_size, key_from_json, validate_body
 from provisioner.stopping import StopController
 from provisioner.stream import JobQueue, Message
 from provisioner.summary import Summary, utcnow
@@ -266,12 +266,14 @@ def read_message(message: Message) -> tuple[Spec | None, str]:
     except (KeyError, orjson.JSONDecodeError):
         return None, "not a spec: the message has no valid JSON 'spec' field"
     errors = validate_body(body)
+    canonical = b"" if errors else canonical_json(body)
+    errors += check_size(canonical)
     if errors:
         text = "; ".join(
             f"{e.field}: {e.reason}" if e.field else e.reason for e in errors
         )
         return None, f"invalid spec: {text}"
-    key = spec_key(body)
+    key = key_from_json(canonical)
     if fields.get("key", key) != key:
         return None, "the message's key does not match its spec (edited in the queue?)"
     line = fields.get("line", "")

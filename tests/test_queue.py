@@ -192,16 +192,16 @@ def test_a_worker_with_nothing_to_do_exits_at_once(
 async def test_a_pool_survives_a_killed_worker_and_a_late_joiner(
     redis: JobQueue, make_live_emulator, write_jobs
 ):
-    """3 workers, one SIGKILLed mid-run, a 4th added: every spec created once, every message settled."""
+    """3 workers, one SIGKILLed mid-run, a 4th added: 3,000 specs each created once, every message settled."""
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=20, jitter_ms=20, seed=3))
-    total = 2000
+    total = 3000
     assert (
         cli("enqueue", write_jobs(make_specs(total)), *redis_args(redis)).returncode
         == 0
     )
     flags = ["--exit-when-empty", "--concurrency", "8"]
     workers = [start_worker(redis, emulator, *flags, name=f"w{i}") for i in range(3)]
-    await wait_for_results(redis, 300)
+    await wait_for_results(redis, 500)
     workers[0].send_signal(signal.SIGKILL)
     assert finish(workers[0])[0] == -signal.SIGKILL
     workers.append(start_worker(redis, emulator, *flags, name="w3"))
