@@ -184,6 +184,7 @@ async def _work(
                 group=redis.group,
                 consumer=redis.consumer,
                 target=engine.target,
+                scrub=scrub,
                 sink=sink,
             )
             try:

@@ -176,11 +176,6 @@ class ResultSink:
         ):
             self.sync()
 
-    @property
-    def scrub(self) -> Callable[[str], str]:
-        """What every stored message goes through."""
-        return self._scrub
-
     def sync(self) -> None:
         """Force written records to the disk."""
         if self._can_sync and self._unsynced and not self.is_broken:

@@ -192,6 +192,21 @@ def read_token(env: Mapping[str, str], token_file: str | None) -> Secret:
     return Secret(value)
 
 
+def _check_pacing(concurrency: int, rate_per_s: float, grace_s: float) -> None:
+    """The rules ``run`` and ``worker`` share: concurrency, rate and grace period."""
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
+    if rate_per_s < 0:
+        raise ConfigError(f"--rate must be 0 (unlimited) or more, got {rate_per_s}")
+    if grace_s < 0:
+        raise ConfigError(f"--grace must be 0 or more, got {grace_s}")
+    if concurrency > 256:  # noqa: PLR2004 - a politeness threshold, documented
+        warnings.warn(
+            f"--concurrency {concurrency} is far above what the API recommends",
+            stacklevel=3,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     """How a bulk run behaves.
@@ -219,21 +234,7 @@ class RunSettings:
     grace_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigError(
-                f"--concurrency must be at least 1, got {self.concurrency}"
-            )
-        if self.rate_per_s < 0:
-            raise ConfigError(
-                f"--rate must be 0 (unlimited) or more, got {self.rate_per_s}"
-            )
-        if self.grace_s < 0:
-            raise ConfigError(f"--grace must be 0 or more, got {self.grace_s}")
-        if self.concurrency > 256:  # noqa: PLR2004 - a politeness threshold, documented
-            warnings.warn(
-                f"--concurrency {self.concurrency} is far above what the API recommends",
-                stacklevel=2,
-            )
+        _check_pacing(self.concurrency, self.rate_per_s, self.grace_s)
 
     @property
     def is_stdout_results(self) -> bool:
@@ -355,14 +356,7 @@ class WorkerSettings:
     poll_s: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigError(
-                f"--concurrency must be at least 1, got {self.concurrency}"
-            )
-        if self.rate_per_s < 0:
-            raise ConfigError(
-                f"--rate must be 0 (unlimited) or more, got {self.rate_per_s}"
-            )
+        _check_pacing(self.concurrency, self.rate_per_s, self.grace_s)
         if self.claim_idle_s <= 0:
             raise ConfigError(f"--claim-idle must be positive, got {self.claim_idle_s}")
         if self.max_deliveries < 1:

@@ -52,6 +52,7 @@ class Worker:
         group: the consumer group.
         consumer: this worker's name in the group.
         target: what records name as their API.
+        scrub: what every stored message goes through (masks the token).
         sink: also append every settled record to this local log.
     """
 
@@ -65,6 +66,7 @@ class Worker:
         group: str,
         consumer: str,
         target: str,
+        scrub: Callable[[str], str] = str,
         sink: ResultSink | None = None,
     ) -> None:
         self._queue = queue
@@ -74,6 +76,7 @@ class Worker:
         self._group = group
         self._consumer = consumer
         self._target = target
+        self._scrub = scrub
         self._sink = sink
         self._in_flight = 0
         self._slot_freed = anyio.Event()
@@ -185,7 +188,7 @@ class Worker:
         await self._settle(message, spec, result)
 
     async def _settle(self, message: Message, spec: Spec, result: Result) -> None:
-        scrub = self._sink.scrub if self._sink is not None else str
+        scrub = self._scrub
         record = orjson.dumps(result.to_dict(scrub))
         exists = None
         if result.status in SUCCESS:

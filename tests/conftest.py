@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 from collections.abc import (
@@ -138,6 +139,32 @@ def assert_error(
     assert body["error"].get("param") == param
     error: dict[str, Any] = body["error"]
     return error
+
+
+# --- job files written by hand -------------------------------------------------
+
+Write = Callable[[str, str | bytes], str]
+
+
+@pytest.fixture
+def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
+    """Write a job file under tmp_path and return its name as a user types it."""
+    monkeypatch.chdir(tmp_path)
+
+    def _write(name: str, content: str | bytes) -> str:
+        data = content.encode() if isinstance(content, str) else content
+        (tmp_path / name).write_bytes(data)
+        return name
+
+    return _write
+
+
+def spec(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "config": {"type": "cloud"}, **extra}
+
+
+def jsonl(*bodies: object) -> str:
+    return "".join(json.dumps(b) + "\n" for b in bodies)
 
 
 # --- a hostile server ---------------------------------------------------------
@@ -341,3 +368,12 @@ async def redis() -> AsyncIterator[JobQueue]:
     finally:
         await queue.delete_all()
         await queue.close()
+
+
+async def wait_for_results(queue: JobQueue, count: int, timeout_s: float = 60) -> None:
+    """Poll a queue's results stream until it holds ``count`` records."""
+    for _ in range(int(timeout_s / 0.05)):
+        if (await queue.status("provisioner")).results >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} results after {timeout_s} s")

@@ -6,6 +6,7 @@ behind (result log, summary, lock file, set-aside logs) are searched for the tok
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
@@ -15,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from provisioner.emulator import Emulator, FaultPlan
-from tests.conftest import make_specs
+from tests.conftest import make_specs, redis_url
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +164,37 @@ def test_the_emulator_command_keeps_its_token_to_itself(tmp_path: Path):
     out, err = proc.communicate(timeout=30)
     assert "listening on http://127.0.0.1:" in first_line
     assert_no_canary(tmp_path, first_line, out, err)
+
+
+async def test_a_worker_never_stores_the_token_in_redis_or_its_log(
+    redis, serve, tmp_path: Path, write_jobs
+):
+    """A server that quotes the Authorization header: the worker's results stream, log and output stay clean."""
+    from aiohttp import web
+
+    async def echo_auth(request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        error = {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": f"bad {auth}"},
+        }
+        return web.json_response(error, status=400)
+
+    server = await serve(echo_auth)
+    queue_args = ["--redis", redis_url(), "--stream", redis.stream]
+    assert (
+        run("enqueue", write_jobs(make_specs(5)), *queue_args, cwd=tmp_path).returncode
+        == 0
+    )
+    worker = await asyncio.create_subprocess_exec(
+        *CLI, "worker", *queue_args, "--api-url", server.url, "--exit-when-empty",
+        "--results", str(tmp_path / "worker.jsonl"), "--log-level", "debug",
+        env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(worker.communicate(), timeout=60)
+
+    assert worker.returncode == 1
+    stored = [orjson.dumps(r).decode() for r in await redis.results()]
+    assert len(stored) == 5
+    assert all("***" in text for text in stored)
+    assert_no_canary(tmp_path, out.decode(), err.decode(), *stored)

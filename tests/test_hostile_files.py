@@ -40,32 +40,10 @@ from provisioner.spec import (
     validate_body,
 )
 from provisioner.yamlfile import MAX_YAML_VALUES
+from tests.conftest import Write, jsonl, spec
 
 PROVISIONER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "provisioner"
 DEPTH = f"nested deeper than {MAX_DEPTH} levels"
-
-Write = Callable[[str, str | bytes], str]
-
-
-@pytest.fixture
-def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
-    """Write a job file under tmp_path and return its name as a user types it."""
-    monkeypatch.chdir(tmp_path)
-
-    def _write(name: str, content: str | bytes) -> str:
-        data = content.encode() if isinstance(content, str) else content
-        (tmp_path / name).write_bytes(data)
-        return name
-
-    return _write
-
-
-def spec(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "config": {"type": "cloud"}, **extra}
-
-
-def jsonl(*bodies: object) -> str:
-    return "".join(json.dumps(b) + "\n" for b in bodies)
 
 
 def errors_of(*paths: str) -> list[str]:

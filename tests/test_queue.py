@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from provisioner.emulator import Emulator, FaultPlan
 from provisioner.stream import JobQueue
-from tests.conftest import TEST_TOKEN, make_specs, redis_url
+from tests.conftest import TEST_TOKEN, make_specs, redis_url, wait_for_results
 
 CLI = [sys.executable, "-m", "provisioner"]
 
@@ -220,15 +218,6 @@ async def test_a_pool_survives_a_killed_worker_and_a_late_joiner(
         0,
         total,
     )
-
-
-async def wait_for_results(queue: JobQueue, count: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (await queue.status("provisioner")).results >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {count} results after {timeout_s} s")
 
 
 @pytest.mark.slow

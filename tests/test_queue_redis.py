@@ -24,7 +24,7 @@ import trustme
 from provisioner.emulator import FaultPlan
 from provisioner.settings import RedisSettings
 from provisioner.stream import JobQueue
-from tests.conftest import TEST_TOKEN, make_specs
+from tests.conftest import TEST_TOKEN, make_specs, wait_for_results
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None and os.environ.get("CI") != "true",
@@ -108,14 +108,6 @@ def start_worker(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*CLI, "worker", *args], env=child_env(), stderr=subprocess.PIPE, text=True
     )
-
-
-async def wait_for_results(queue: JobQueue, count: int) -> None:
-    for _ in range(1200):
-        if (await queue.status("provisioner")).results >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {count} results")
 
 
 @pytest.mark.slow

@@ -6,9 +6,7 @@ import io
 import json
 import re
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -17,32 +15,10 @@ from provisioner import jsonarray, sources
 from provisioner.errors import SourceError
 from provisioner.sources import InvalidSpec, JobFiles, ScanReport, Spec, scan
 from provisioner.spec import HOST_REASON, spec_key
+from tests.conftest import Write, jsonl, spec
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 MB = 1024 * 1024
-
-Write = Callable[[str, str | bytes], str]
-
-
-@pytest.fixture
-def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
-    """Write a job file under tmp_path and return its name as a user types it."""
-    monkeypatch.chdir(tmp_path)
-
-    def _write(name: str, content: str | bytes) -> str:
-        data = content.encode() if isinstance(content, str) else content
-        (tmp_path / name).write_bytes(data)
-        return name
-
-    return _write
-
-
-def spec(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "config": {"type": "cloud"}, **extra}
-
-
-def jsonl(*bodies: object) -> str:
-    return "".join(json.dumps(b) + "\n" for b in bodies)
 
 
 def read(*paths: str, stdin: io.BytesIO | None = None) -> list[Spec | InvalidSpec]:
