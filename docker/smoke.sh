@@ -61,7 +61,7 @@ uid=$(in_ctr id -u)
 echo "uid: $uid ($(in_ctr id -un))"
 in_ctr provisioner --help >"$tmp/help.txt"
 for command in run validate enqueue worker queue-status emulator; do
-  grep -q "^ *$command " "$tmp/help.txt" || fail "--help lists no '$command'"
+  grep -qE "^ +$command( |$)" "$tmp/help.txt" || fail "--help lists no '$command'"
 done
 head -1 "$tmp/help.txt"
 version=$(in_ctr provisioner --version)
