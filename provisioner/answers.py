@@ -29,11 +29,11 @@ from provisioner.redact import Scrubber
 
 REDIRECT_STATUSES = range(300, 400)
 EXCERPT_CHARS = 200
-_ENV_ID = re.compile(r"env_[0-9a-f]{32}")
+_ENV_ID = re.compile(r"env_[0-9a-fA-F]{32}")
 
 
 def is_env_id(value: object) -> bool:
-    """Whether ``value`` is an environment id: ``env_`` + 32 lowercase hex digits."""
+    """Whether ``value`` is an environment id: ``env_`` + 32 hex digits (either case)."""
     return isinstance(value, str) and _ENV_ID.fullmatch(value) is not None
 
 
