@@ -28,7 +28,12 @@ from provisioner.cli import (
 )
 from provisioner.engine import Engine, open_pipeline, signals_stop
 from provisioner.lock import LogLock
-from provisioner.ratelimit import RateLimiter, SharedRateLimiter, Unlimited
+from provisioner.ratelimit import (
+    POOL_HEADROOM,
+    RateLimiter,
+    SharedRateLimiter,
+    Unlimited,
+)
 from provisioner.redact import Scrubber
 from provisioner.results import ResultSink
 from provisioner.settings import RedisSettings, WorkerSettings
@@ -202,7 +207,7 @@ def _pool_limiter(
     """One rate for every worker of the stream, reserved in Redis."""
     if settings.rate_per_s == 0:
         return Unlimited()
-    rate = settings.rate_per_s
+    rate = settings.rate_per_s * POOL_HEADROOM
     return SharedRateLimiter(
         lambda: queue.reserve(rate_per_s=rate), is_stopping=lambda: stop.is_stopping
     )

@@ -51,6 +51,12 @@ class Unlimited:
         """Return at once."""
 
 
+#: A pool's requests are spaced for this share of ``--rate``: the reservations are
+#: exact, but the network and the event loops delay some sends more than others, and
+#: two delays in a row would otherwise put one request too many into a second.
+POOL_HEADROOM = 0.98
+
+
 class SharedRateLimiter:
     """Paces requests across every worker of a queue: a shared store reserves each slot.
 

@@ -241,8 +241,9 @@ async def test_the_shared_rate_limit_holds_for_the_pool_and_is_reached(
     most_in_a_second = max(
         sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times)
     )
-    assert most_in_a_second <= rate + 1  # the burst of one
     achieved = (total - 1) / (times[-1] - times[0])
+    print(f"pool rate {rate}/s: at most {most_in_a_second} in any second, {achieved:.1f}/s overall")
+    assert most_in_a_second <= rate + 1  # the burst of one
     assert achieved >= 0.85 * rate
 
 
