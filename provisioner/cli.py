@@ -35,7 +35,14 @@ from provisioner.options import (
 from provisioner.progress import ProgressBar
 from provisioner.ratelimit import make_limiter
 from provisioner.redact import Scrubber, printable
-from provisioner.results import ResultSink, ResumeState, prepare_resume, set_aside
+from provisioner.results import (
+    LogState,
+    ResultSink,
+    ResumeState,
+    prepare_resume,
+    read_log,
+    set_aside,
+)
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner
 from provisioner.settings import ApiSettings, RunSettings, Secret
@@ -239,7 +246,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     _check_summary_path(settings, args.jobs)
     with _log_lock(settings), JobFiles(args.jobs, stdin=stdin_stream()) as files:
-        report = scan(files)
+        logged = _read_log(settings, engine.target)
+        report = scan(files, keys_for=logged.last)
         if report.errors and not settings.skip_invalid:
             print_errors(report.errors)
             print(
@@ -247,7 +255,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return ExitCode.USAGE
-        resume = _prepare_log(settings, report, engine.target)
+        resume = _prepare_log(settings, logged, report, engine.target)
         _warn_foreign(resume, settings, engine.target, plan.scrub)
         summary = asyncio.run(_run(plan, files, report, resume))
     _report(summary, plan, report)
@@ -288,7 +296,16 @@ def _log_lock(settings: RunSettings) -> contextlib.AbstractContextManager[object
     return LogLock(settings.results_path, command="provisioner run")
 
 
-def _prepare_log(settings: RunSettings, report: ScanReport, target: str) -> ResumeState:
+def _read_log(settings: RunSettings, target: str) -> LogState:
+    """What the result log already says (nothing for stdout or ``--no-resume``)."""
+    if settings.is_stdout_results or not settings.resume:
+        return LogState()
+    return read_log(settings.results_path, target=target)
+
+
+def _prepare_log(
+    settings: RunSettings, logged: LogState, report: ScanReport, target: str
+) -> ResumeState:
     if settings.is_stdout_results:
         return ResumeState(done={})
     if not settings.resume:
@@ -298,6 +315,7 @@ def _prepare_log(settings: RunSettings, report: ScanReport, target: str) -> Resu
         return ResumeState(done={})
     return prepare_resume(
         settings.results_path,
+        logged,
         target=target,
         input_names=report.names,
         input_keys=report.keys,

@@ -314,50 +314,79 @@ class ResumeState:
 NO_TARGET = "(no target recorded)"
 
 
+@dataclass(slots=True)
+class LogState:
+    """What a result log says about one target, read before the input is scanned.
+
+    Attributes:
+        last: name -> (status, spec key) of the last record of each name.
+        foreign: target -> how many records of another API the log holds.
+        has_ours: the log holds records of this target.
+        has_nameless: it holds records of invalid specs without a name.
+        is_readable: the log is a regular file (a pipe or device is never read).
+    """
+
+    last: dict[str, tuple[str, object]] = field(default_factory=dict)
+    foreign: dict[str, int] = field(default_factory=dict)
+    has_ours: bool = False
+    has_nameless: bool = False
+    is_readable: bool = False
+
+
+def read_log(path: str, *, target: str) -> LogState:
+    """Read the log's records of ``target`` (and count everyone else's).
+
+    Raises:
+        ResultLogError: a line other than the last is not a result record.
+    """
+    state = LogState(is_readable=is_regular_log(path))
+    if not state.is_readable:
+        return state
+    for _, record in iter_records(path):
+        record_target = record.get("target")
+        if record_target != target:
+            label = record_target if isinstance(record_target, str) else NO_TARGET
+            state.foreign[label] = state.foreign.get(label, 0) + 1
+            continue
+        state.has_ours = True
+        name = record.get("name")
+        if isinstance(name, str):
+            state.last[name] = (record["status"], record.get("spec_key"))
+        else:
+            state.has_nameless = True
+    return state
+
+
 def prepare_resume(
     path: str,
+    state: LogState,
     *,
     target: str,
     input_names: frozenset[str],
     input_keys: Mapping[str, str],
     retry_failed: bool,
 ) -> ResumeState:
-    """Read the log, decide what is settled, and compact what will be redone.
+    """Decide what is settled, and compact what will be redone.
 
-    Only records made against ``target`` count; a record is settled when it is
-    the last one of its name, its ``spec_key`` equals the spec's key in
-    ``input_keys`` (an edited spec is not done), and its status is ``created`` or
-    ``exists`` (or ``failed`` when ``retry_failed`` is off). This target's
-    records of specs that will be attempted again are removed from the log
-    (atomically), so after the run every spec has one record per target.
-    Records of other targets are kept as they are.
+    Only records made against ``target`` count (``state`` is
+    :func:`read_log`'s); a record is settled when it is the last one of its
+    name, its ``spec_key`` equals the spec's key in ``input_keys`` (an edited
+    spec is not done; only the names the log holds need a key there), and its
+    status is ``created`` or ``exists`` (or ``failed`` when ``retry_failed`` is
+    off). This target's records of specs that will be attempted again are
+    removed from the log (atomically), so after the run every spec has one
+    record per target. Records of other targets are kept as they are.
     """
-    if not is_regular_log(path):
+    if not state.is_readable:
         return ResumeState(done={})
     settled = set(SUCCESS) if retry_failed else {*SUCCESS, "failed"}
-    existed = True
-    last: dict[str, tuple[str, object]] = {}
-    foreign: dict[str, int] = {}
-    has_nameless = has_ours = False
-    for _, record in iter_records(path):
-        record_target = record.get("target")
-        if record_target != target:
-            label = record_target if isinstance(record_target, str) else NO_TARGET
-            foreign[label] = foreign.get(label, 0) + 1
-            continue
-        has_ours = True
-        name = record.get("name")
-        if isinstance(name, str):
-            last[name] = (record["status"], record.get("spec_key"))
-        else:
-            has_nameless = True
     done = {
         name: status
-        for name, (status, key) in last.items()
+        for name, (status, key) in state.last.items()
         if status in settled and key == input_keys.get(name)
     }
-    redo = {name for name in last if name in input_names and name not in done}
-    if redo or has_nameless:
+    redo = {name for name in state.last if name in input_names and name not in done}
+    if redo or state.has_nameless:
         # Nameless records are invalid specs; a run that still finds them invalid
         # writes them again.
         _rewrite(
@@ -367,8 +396,8 @@ def prepare_resume(
                 or (isinstance(r.get("name"), str) and r["name"] not in redo)
             ),
         )
-    log_existed = existed and (has_ours or not foreign)
-    return ResumeState(done=done, log_existed=log_existed, foreign=foreign)
+    log_existed = state.has_ours or not state.foreign
+    return ResumeState(done=done, log_existed=log_existed, foreign=state.foreign)
 
 
 def _rewrite(path: str, *, keep: Callable[[dict[str, Any]], bool]) -> None:

@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from tempfile import SpooledTemporaryFile
@@ -365,7 +365,8 @@ class ScanReport:
         valid: specs without errors.
         errors: every error of every spec, located, in input order.
         names: the names of all specs (valid or not) that had a string name.
-        keys: name -> spec key of every valid spec (what resume compares).
+        keys: name -> spec key of the valid specs named in ``keys_for`` (what
+            resume compares).
     """
 
     total: int
@@ -375,8 +376,11 @@ class ScanReport:
     keys: dict[str, str]
 
 
-def scan(files: JobFiles) -> ScanReport:
+def scan(files: JobFiles, *, keys_for: Container[str] = ()) -> ScanReport:
     """Read every spec once and collect the counts, errors and names.
+
+    ``keys_for``: the names whose spec keys to keep (those a result log holds;
+    keeping every key would cost memory for nothing).
 
     Raises:
         SourceError: a file cannot be read at all.
@@ -391,7 +395,8 @@ def scan(files: JobFiles) -> ScanReport:
             names.add(item.name)
         if isinstance(item, Spec):
             valid += 1
-            keys[item.name] = item.key
+            if item.name in keys_for:
+                keys[item.name] = item.key
         else:
             errors.extend(item.errors)
     return ScanReport(

@@ -15,6 +15,7 @@ from provisioner.results import (
     ResultSink,
     iter_records,
     prepare_resume,
+    read_log,
     set_aside,
 )
 
@@ -28,6 +29,7 @@ def resume(path: Path, names: str, *, retry_failed: bool, target: str = TARGET):
     """prepare_resume for specs named by single letters, each with key ``key-<name>``."""
     return prepare_resume(
         str(path),
+        read_log(str(path), target=target),
         target=target,
         input_names=frozenset(names),
         input_keys={n: f"key-{n}" for n in names},
