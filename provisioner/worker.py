@@ -161,6 +161,9 @@ class Worker:
     async def _handle(self, message: Message) -> None:
         try:
             await self._process(message)
+        except anyio.get_cancelled_exc_class():
+            self.summary.interrupted += 1  # aborted: the message stays pending
+            raise
         finally:
             self._in_flight -= 1
             self._slot_freed.set()
@@ -183,7 +186,9 @@ class Worker:
         else:
             provisioned = await self._pipeline.provision(spec)
             if provisioned is None:
-                return  # cut short by the drain: left pending, another delivery redoes it
+                # Cut short by the drain: left pending, another delivery redoes it.
+                self.summary.interrupted += 1
+                return
             result = provisioned
         await self._settle(message, spec, result)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -270,3 +271,35 @@ async def test_sigterm_drains_a_worker_and_leaves_nothing_half_done(
     assert status.pending == 0
     assert status.results + status.length == 200
     assert len(emulator.creation_counts()) == status.results
+
+
+async def test_a_second_signal_leaves_unfinished_specs_pending_for_the_pool(
+    redis: JobQueue, make_live_emulator, write_jobs
+):
+    """Two SIGTERMs: the worker exits 130 at once; its specs stay pending and another worker finishes them, each once."""
+    emulator = make_live_emulator(faults=FaultPlan(latency_ms=1500))
+    assert (
+        cli("enqueue", write_jobs(make_specs(10)), *redis_args(redis)).returncode == 0
+    )
+    worker = start_worker(redis, emulator, "--concurrency", "4")
+    for _ in range(400):
+        if emulator.stats()["in_flight"] >= 4:
+            break
+        await asyncio.sleep(0.025)
+    worker.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    code, err = finish(worker)
+    assert code == 130, err
+    assert (await redis.status("provisioner")).pending == 4
+
+    # The killed worker's requests are still running on the server (their keys are
+    # "in progress"): the second worker's retries wait them out with a real backoff.
+    emulator.faults.latency_ms = 0
+    second, err = finish(
+        start_worker(redis, emulator, "--exit-when-empty", "--backoff", "0.5")
+    )
+
+    assert second == 0, err
+    assert_created_once(emulator, 10)
+    assert (await redis.status("provisioner")).results == 10
