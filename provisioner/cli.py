@@ -26,6 +26,7 @@ from provisioner.engine import Engine, open_pipeline, sandbox_faults, signals_st
 from provisioner.errors import ProvisionerError, SpecError
 from provisioner.lock import LogLock, lock_path
 from provisioner.options import (
+    AUTO_RATE,
     SANDBOX_RESULTS,
     UsageError,
     build_parser,
@@ -191,7 +192,8 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
     with warnings_to_stderr():
         settings = RunSettings(
             concurrency=int(args.concurrency),
-            rate_per_s=float(args.rate),
+            rate_per_s=0.0 if args.rate == AUTO_RATE else float(args.rate),
+            adaptive_rate=args.rate == AUTO_RATE,
             results_path=args.results
             or (SANDBOX_RESULTS if args.sandbox else _default_results()),
             summary_path=args.summary,
@@ -349,7 +351,7 @@ async def _run(
 ) -> Summary:
     settings = plan.settings
     stop = StopController(grace_s=settings.grace_s)
-    limiter = make_limiter(settings.rate_per_s)
+    limiter = make_limiter(settings.rate_per_s, adaptive=settings.adaptive_rate)
     async with open_pipeline(
         plan.engine, limiter=limiter, stop=stop, replay_is_ours=resume.log_existed
     ) as pipeline:

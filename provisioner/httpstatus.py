@@ -23,12 +23,15 @@ class Meaning:
         is_throttled: the server is pacing us, not failing: a retry costs
             nothing from the retry budget, and the wait it names is honoured.
         stops_run: every further request would fail the same way (bad token).
+        slows_down: the server is overloaded or limiting us: an adaptive rate
+            (``--rate auto``) sends more slowly.
     """
 
     is_retryable: bool = False
     may_have_committed: bool = False
     is_throttled: bool = False
     stops_run: bool = False
+    slows_down: bool = False
 
 
 _FINAL = Meaning()
@@ -37,7 +40,8 @@ _TABLE: dict[int, Meaning] = {
     403: Meaning(stops_run=True),
     # The server gave up waiting for the request; it may have started on it.
     408: Meaning(is_retryable=True, may_have_committed=True),
-    429: Meaning(is_retryable=True, is_throttled=True),
+    429: Meaning(is_retryable=True, is_throttled=True, slows_down=True),
+    503: Meaning(is_retryable=True, may_have_committed=True, slows_down=True),
 }
 # Any 5xx: the server (or a gateway in front of it) failed, perhaps after the commit.
 _SERVER_ERROR = Meaning(is_retryable=True, may_have_committed=True)

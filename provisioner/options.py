@@ -33,6 +33,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 ON_CONFLICT = ("exists", "fail")
 SANDBOX_RESULTS = "results.sandbox.jsonl"
+AUTO_RATE = "auto"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _UNKNOWN = "unrecognized arguments: "
@@ -94,6 +95,14 @@ def _number(kind: type, minimum: float, *, strict: bool = False) -> Convert:
         return value
 
     return convert
+
+
+def _rate(text: str) -> float | str:
+    """A rate in requests per second, or ``auto``."""
+    if text.strip().lower() == AUTO_RATE:
+        return AUTO_RATE
+    value: float = _number(float, 0)(text)
+    return value
 
 
 def _choice(options: Sequence[str]) -> Convert:
@@ -171,7 +180,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--ca-file", _path, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
     Flag("--allow-insecure-http", None, False, "allow a plain http:// API URL that is not loopback (sends the token unencrypted)"),
     Flag("--concurrency", _number(int, 1), _default(RunSettings, "concurrency"), "requests in flight at most (default %(default)s)", "N"),
-    Flag("--rate", _number(float, 0), _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited (default %(default)s)", "R"),
+    Flag("--rate", _rate, _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited; auto = find the server's limit (default %(default)s)", "R"),
     Flag("--timeout", _positive(float), _default(ApiSettings, "timeout_s"), "seconds per request (default %(default)s)", "S"),
     Flag("--max-attempts", _number(int, 1), _default(RetryPolicy, "max_attempts"), "attempts per request, the first included (default %(default)s)", "N"),
     Flag("--deadline", _positive(float), _default(RetryPolicy, "deadline_s"), "seconds after a spec's first attempt when no new attempt starts (default %(default)s)", "S"),

@@ -26,6 +26,7 @@ from provisioner.errors import (
     ConflictError,
     TransportError,
 )
+from provisioner.httpstatus import meaning
 from provisioner.outcome import (
     OnConflict,
     conflict_status,
@@ -244,7 +245,16 @@ class Pipeline:
         await self._limiter.acquire()
         if self._stop.is_stopping:
             raise _DrainedError
-        return await send()
+        try:
+            answer = await send()
+        except ApiError as exc:
+            slows_down = meaning(exc.status).slows_down
+            self._limiter.feedback(
+                throttled=slows_down, retry_after_s=exc.retry_after_s
+            )
+            raise
+        self._limiter.feedback(throttled=False)
+        return answer
 
     def _on_retry(
         self,

@@ -28,11 +28,13 @@ from provisioner.cli import (
 )
 from provisioner.engine import Engine, open_pipeline, signals_stop
 from provisioner.lock import LogLock
+from provisioner.options import AUTO_RATE
 from provisioner.ratelimit import (
     POOL_HEADROOM,
     RateLimiter,
     SharedRateLimiter,
     Unlimited,
+    make_limiter,
 )
 from provisioner.redact import Scrubber
 from provisioner.results import ResultSink
@@ -128,7 +130,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     with warnings_to_stderr():
         settings = WorkerSettings(
             concurrency=int(args.concurrency),
-            rate_per_s=float(args.rate),
+            rate_per_s=0.0 if args.rate == AUTO_RATE else float(args.rate),
+            adaptive_rate=args.rate == AUTO_RATE,
             claim_idle_s=float(args.claim_idle),
             max_deliveries=int(args.max_deliveries),
             exit_when_empty=bool(args.exit_when_empty),
@@ -204,7 +207,9 @@ async def _work(
 def _pool_limiter(
     queue: JobQueue, settings: WorkerSettings, stop: StopController
 ) -> RateLimiter:
-    """One rate for every worker of the stream, reserved in Redis."""
+    """One rate for every worker of the stream, reserved in Redis (or learnt, with auto)."""
+    if settings.adaptive_rate:
+        return make_limiter(0, adaptive=True)
     if settings.rate_per_s == 0:
         return Unlimited()
     rate = settings.rate_per_s * POOL_HEADROOM

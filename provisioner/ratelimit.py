@@ -21,8 +21,18 @@ class RateLimiter(Protocol):
     async def acquire(self) -> None:
         """Return when one more request may be sent."""
 
+    def feedback(self, *, throttled: bool, retry_after_s: float | None = None) -> None:
+        """Hear how a request went (an adaptive limiter learns from it)."""
 
-class LocalRateLimiter:
+
+class _FixedRate:
+    """A limiter whose rate the answers do not change."""
+
+    def feedback(self, *, throttled: bool, retry_after_s: float | None = None) -> None:
+        """Answers do not change a fixed rate."""
+
+
+class LocalRateLimiter(_FixedRate):
     """A leaky bucket on this event loop (aiolimiter).
 
     Args:
@@ -44,7 +54,7 @@ class LocalRateLimiter:
         await self._bucket.acquire()
 
 
-class Unlimited:
+class Unlimited(_FixedRate):
     """A limiter that never waits (``--rate 0``)."""
 
     async def acquire(self) -> None:
@@ -57,7 +67,7 @@ class Unlimited:
 POOL_HEADROOM = 0.98
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(_FixedRate):
     """Paces requests across every worker of a queue: a shared store reserves each slot.
 
     Args:
@@ -96,6 +106,10 @@ class SharedRateLimiter:
             return
 
 
-def make_limiter(rate_per_s: float) -> RateLimiter:
-    """The local limiter for ``rate_per_s``, or :class:`Unlimited` for 0."""
+def make_limiter(rate_per_s: float, *, adaptive: bool = False) -> RateLimiter:
+    """The local limiter: adaptive (``--rate auto``), :class:`Unlimited` for 0, else fixed."""
+    if adaptive:
+        from provisioner.adaptive import AdaptiveRateLimiter  # noqa: PLC0415 - only --rate auto
+
+        return AdaptiveRateLimiter()
     return Unlimited() if rate_per_s == 0 else LocalRateLimiter(rate_per_s)

@@ -214,6 +214,7 @@ class RunSettings:
     Attributes:
         concurrency: requests in flight at most.
         rate_per_s: requests per second at most; 0 means unlimited.
+        adaptive_rate: find the server's limit instead (``--rate auto``).
         results_path: the result log (JSON Lines); ``-`` for stdout.
         summary_path: where to write the summary as JSON, if anywhere.
         on_conflict: ``exists`` records a name conflict as ``exists``; ``fail`` as failed.
@@ -225,6 +226,7 @@ class RunSettings:
 
     concurrency: int = 8
     rate_per_s: float = 20.0
+    adaptive_rate: bool = False
     results_path: str = "results.jsonl"
     summary_path: str | None = None
     on_conflict: Literal["exists", "fail"] = "exists"
@@ -338,6 +340,7 @@ class WorkerSettings:
     Attributes:
         concurrency: specs in progress at most.
         rate_per_s: requests per second for the whole pool (shared through Redis); 0 = unlimited.
+        adaptive_rate: each worker finds the server's limit itself (``--rate auto``).
         claim_idle_s: a message unacknowledged this long is taken over from its worker.
         max_deliveries: deliveries of one message before it is dead-lettered.
         exit_when_empty: stop once the stream is drained and nothing is pending.
@@ -348,6 +351,7 @@ class WorkerSettings:
 
     concurrency: int = 8
     rate_per_s: float = 20.0
+    adaptive_rate: bool = False
     claim_idle_s: float = 60.0
     max_deliveries: int = 5
     exit_when_empty: bool = False
