@@ -2,10 +2,11 @@
 
 :class:`AdaptiveRate` is the controller, pure arithmetic on an injected clock: it
 starts at a modest rate, doubles it every second while the answers are clean
-(slow start), and on a 429 or 503 cuts it to ``beta`` of what it was and then
-follows the CUBIC curve of the AWS SDKs' adaptive retry mode: back to the rate
-that was throttled within ``K`` seconds, then probing beyond it, slowly at first.
-A server's ``Retry-After`` holds every send until it has passed.
+(slow start, never beyond twice what really goes out), and on a 429 or 503 cuts
+it to ``beta`` of the rate that really went out (once per burst of such answers),
+then follows the CUBIC curve of the AWS SDKs' adaptive retry mode: back to the
+throttled rate within ``K`` seconds, then probing beyond it, slowly at first.
+A throttled request's own retry waits out the server's ``Retry-After``.
 
 :class:`AdaptiveRateLimiter` paces requests at the controller's rate; the
 pipeline reports each answer to it through :meth:`feedback`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from provisioner.errors import ConfigError
@@ -61,7 +63,25 @@ class AdaptiveRate:
         self._since = clock()  # slow start: when the rate was last doubled
         self._last_max: float | None = None  # the rate of the last throttle
         self._last_throttle = float("-inf")
-        self.hold_until = float("-inf")
+        # The rate requests really go out at (concurrency and latency may keep it
+        # under the allowed rate): the sends of the last second.
+        self._sends: deque[float] = deque()
+
+    @property
+    def measured_rate_per_s(self) -> float:
+        """Requests that went out in the last second."""
+        self._forget(self._clock())
+        return float(len(self._sends))
+
+    def on_send(self) -> None:
+        """One request went out (for the measured rate)."""
+        now = self._clock()
+        self._sends.append(now)
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self._sends and self._sends[0] <= now - 1.0:
+            self._sends.popleft()
 
     @property
     def rate_per_s(self) -> float:
@@ -74,23 +94,37 @@ class AdaptiveRate:
         if self._last_max is None:
             elapsed = now - self._since
             if elapsed >= 1.0:
-                self._rate = self._clamp(self._rate * 2.0 ** int(elapsed))
+                self._grow_to(self._rate * 2.0 ** int(elapsed))
                 self._since = now
             return
         k = (self._last_max * (1 - self._beta) / self._scale) ** (1 / 3)
         t = now - self._last_throttle
-        self._rate = self._clamp(self._scale * (t - k) ** 3 + self._last_max)
+        self._grow_to(self._scale * (t - k) ** 3 + self._last_max)
 
-    def on_throttle(self, retry_after_s: float | None = None) -> None:
-        """A 429 or 503: cut the rate (once per episode) and hold for ``Retry-After``."""
+    def _grow_to(self, rate: float) -> None:
+        # Never more than twice what really goes out: a rate nobody uses is no
+        # knowledge, and a throttle would have to cut it down many times.
+        measured = self.measured_rate_per_s
+        if measured > 0:
+            rate = min(rate, max(self._rate, 2 * measured))
+        self._rate = self._clamp(rate)
+
+    def on_throttle(self) -> None:
+        """A 429 or 503: cut the rate to ``beta`` of what really went out.
+
+        Once per episode: the throttles that follow within ``cooldown_s`` answer
+        requests that were already in flight, and change nothing.
+        """
         now = self._clock()
-        if retry_after_s is not None and retry_after_s > 0:
-            self.hold_until = max(self.hold_until, now + retry_after_s)
         if now - self._last_throttle < self._cooldown_s:
-            return
-        self._last_max = self._rate
+            return  # the same episode: the requests that were already in flight
+        used = self._rate
+        measured = self.measured_rate_per_s
+        if measured > 0:
+            used = min(used, measured)
+        self._last_max = used
         self._last_throttle = now
-        self._rate = self._clamp(self._rate * self._beta)
+        self._rate = self._clamp(used * self._beta)
 
     def _clamp(self, rate: float) -> float:
         return min(self._max, max(self._min, rate))
@@ -115,20 +149,32 @@ class AdaptiveRateLimiter:
         self.controller = controller or AdaptiveRate(clock=clock)
         self._clock = clock
         self._sleep = sleep
-        self._next = float("-inf")
+        self._last_send = float("-inf")
+        self._turn = asyncio.Lock()
 
     async def acquire(self) -> None:
-        """Wait for the next slot at the current rate, and past any ``Retry-After``."""
-        now = self._clock()
-        slot = max(now, self._next, self.controller.hold_until)
-        self._next = slot + 1.0 / self.controller.rate_per_s
-        if slot > now:
-            await self._sleep(slot - now)
+        """Wait for the next slot at the current rate.
+
+        Callers go one at a time, each waiting ``1/rate`` after the send before
+        it at the rate of the moment: a change of rate applies to the very next
+        send, not after a queue of slots reserved at the old rate.
+        """
+        async with self._turn:
+            now = self._clock()
+            slot = max(now, self._last_send + 1.0 / self.controller.rate_per_s)
+            if slot > now:
+                await self._sleep(slot - now)
+            self._last_send = slot
+            self.controller.on_send()
 
     def feedback(self, *, throttled: bool, retry_after_s: float | None = None) -> None:
-        """One answer: throttled (429, 503) or not."""
+        """One answer: throttled (429, 503) or not.
+
+        ``Retry-After`` is honoured by the throttled request's own retry (the
+        retry policy waits it out); the other requests go on at the cut rate.
+        """
         if throttled:
-            self.controller.on_throttle(retry_after_s)
+            self.controller.on_throttle()
         else:
             self.controller.on_success()
 

@@ -65,8 +65,8 @@ def test_rates_stay_within_bounds():
     assert rate.rate_per_s == 50
 
 
-async def test_the_limiter_spaces_sends_and_honours_retry_after():
-    """Sends are 1/rate apart; a Retry-After holds the next send until it has passed."""
+async def test_the_limiter_spaces_sends_and_slows_after_a_throttle():
+    """Sends are 1/rate apart; after a 429 they are 1/(0.7 x the rate that went out) apart."""
     clock = Clock()
     waits: list[float] = []
 
@@ -77,12 +77,28 @@ async def test_the_limiter_spaces_sends_and_honours_retry_after():
     limiter = AdaptiveRateLimiter(
         AdaptiveRate(start_rate_per_s=10, clock=clock), clock=clock, sleep=sleep
     )
-    for _ in range(3):
+    for _ in range(11):
         await limiter.acquire()
-    assert waits == [0.1, 0.1]
+    assert waits == [0.1] * 10
     limiter.feedback(throttled=True, retry_after_s=2.0)
+    assert limiter.controller.rate_per_s == pytest.approx(
+        7.0
+    )  # 10 went out in the last second
     await limiter.acquire()
-    assert waits[-1] == pytest.approx(2.0)
+    await limiter.acquire()
+    assert waits[-1] == pytest.approx(1 / 7.0, rel=1e-3)
+
+
+def test_growth_is_clamped_to_twice_what_goes_out():
+    """Slow start does not run ahead of the sends: a rate nobody uses is not learnt."""
+    clock = Clock()
+    rate = AdaptiveRate(clock=clock)
+    rate.on_send()
+    for _ in range(5):
+        clock.now += 1.0
+        rate.on_send()
+        rate.on_success()
+    assert rate.rate_per_s == 10  # one send a second: the allowed rate stays put
 
 
 @pytest.mark.slow
