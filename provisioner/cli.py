@@ -9,21 +9,26 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
 from provisioner import log
+from provisioner.commands import (
+    ExitCode,
+    api_settings,
+    print_errors,
+    retry_policy,
+    say,
+    stdin_stream,
+    warnings_to_stderr,
+)
 from provisioner.engine import Engine, open_pipeline, sandbox_faults, signals_stop
-from provisioner.errors import ProvisionerError, SpecError
+from provisioner.errors import ProvisionerError
 from provisioner.lock import LogLock, lock_path
 from provisioner.options import (
     AUTO_RATE,
@@ -35,7 +40,7 @@ from provisioner.options import (
 )
 from provisioner.progress import ProgressBar
 from provisioner.ratelimit import make_limiter
-from provisioner.redact import Scrubber, printable
+from provisioner.redact import Scrubber
 from provisioner.results import (
     LogState,
     ResultSink,
@@ -46,28 +51,10 @@ from provisioner.results import (
 )
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner
-from provisioner.settings import ApiSettings, RunSettings, Secret
+from provisioner.settings import RunSettings
 from provisioner.sources import STDIN, JobFiles, ScanReport, scan
 from provisioner.stopping import StopController
 from provisioner.summary import StopKind, Summary, describe, utcnow
-
-SANDBOX_TARGET = "sandbox"
-
-
-class ExitCode(IntEnum):
-    """What ``provisioner`` exits with (listed in the README)."""
-
-    OK = 0  # every spec of the job is created or exists
-    FAILED = (
-        1  # a spec failed, or a 401/403 or an untrusted certificate stopped the run
-    )
-    USAGE = 2  # bad flags, unreadable or invalid input, a locked result log; nothing was sent
-    LOG_WRITE = 74  # the result log could not be written (EX_IOERR): re-run to resume
-    INTERRUPTED = (
-        130  # SIGINT or SIGTERM; the result log is consistent: re-run to resume
-    )
-    PIPE = 141  # the reader of --results - went away (128 + SIGPIPE, as Unix tools)
-
 
 _STOP_EXITS = {
     StopKind.INTERRUPTED: ExitCode.INTERRUPTED,
@@ -137,22 +124,6 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def say(text: str, scrub: Scrubber = Scrubber()) -> None:  # noqa: B008 - immutable
-    """One line on stderr, secrets masked and control characters made visible."""
-    print(f"provisioner: {printable(scrub(text))}", file=sys.stderr)
-
-
-def stdin_stream() -> BinaryIO | None:
-    """What ``-`` reads."""
-    return sys.stdin.buffer if sys.stdin is not None else None
-
-
-def print_errors(errors: Sequence[SpecError]) -> None:
-    """Every located spec error, one line each, control characters escaped."""
-    for error in errors:
-        print(printable(str(error)), file=sys.stderr)
-
-
 def _cmd_validate(paths: Sequence[str]) -> int:
     with JobFiles(paths, stdin=stdin_stream()) as files:
         report = scan(files)
@@ -166,26 +137,6 @@ def _cmd_validate(paths: Sequence[str]) -> int:
         return ExitCode.USAGE
     print(f"ok: {report.total} specs are valid")
     return ExitCode.OK
-
-
-@contextlib.contextmanager
-def warnings_to_stderr() -> Iterator[None]:
-    """Show settings' warnings (legal but suspicious values) as one line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for warning in caught:
-        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
-
-
-def retry_policy(args: argparse.Namespace) -> RetryPolicy:
-    """The retry policy the flags describe (``run`` and ``worker`` alike)."""
-    return RetryPolicy(
-        max_attempts=int(args.max_attempts),
-        deadline_s=float(args.deadline),
-        wait_initial_s=float(args.backoff),
-        wait_max_s=float(args.backoff_max),
-    )
 
 
 def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
@@ -205,26 +156,6 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
         )
         policy = retry_policy(args)
     return settings, policy
-
-
-def api_settings(args: argparse.Namespace) -> ApiSettings:
-    """Where the API is and the token for it (a throwaway one with ``--sandbox``)."""
-    if getattr(args, "sandbox", False):
-        token = Secret("pt-sandbox-" + secrets.token_hex(12))
-        return ApiSettings(
-            token=token,
-            base_url="http://127.0.0.1/sandbox",
-            timeout_s=float(args.timeout),
-        )
-    with warnings_to_stderr():
-        return ApiSettings.from_env(
-            os.environ,
-            api_url=args.api_url,
-            token_file=args.token_file,
-            timeout_s=float(args.timeout),
-            ca_file=args.ca_file,
-            allow_insecure_http=bool(args.allow_insecure_http),
-        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -420,14 +351,4 @@ def _exit_code(summary: Summary) -> ExitCode:
     return ExitCode.OK
 
 
-__all__ = [
-    "ExitCode",
-    "api_settings",
-    "build_parser",
-    "main",
-    "print_errors",
-    "retry_policy",
-    "say",
-    "stdin_stream",
-    "warnings_to_stderr",
-]
+__all__ = ["ExitCode", "build_parser", "main"]

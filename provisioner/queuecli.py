@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import orjson
 
 from provisioner import log
-from provisioner.cli import (
+from provisioner.commands import (
     ExitCode,
     api_settings,
     print_errors,

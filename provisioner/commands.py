@@ -1,0 +1,104 @@
+"""What every ``provisioner`` command shares: exit codes, one-line messages, settings from flags.
+
+``cli.py`` (``run``, ``validate``) and ``queuecli.py`` (the queue commands) both use
+these, so neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from enum import IntEnum
+from typing import BinaryIO
+
+from provisioner.errors import SpecError
+from provisioner.redact import Scrubber, printable
+from provisioner.retry import RetryPolicy
+from provisioner.settings import ApiSettings, Secret
+
+
+class ExitCode(IntEnum):
+    """What ``provisioner`` exits with (listed in the README)."""
+
+    OK = 0  # every spec of the job is created or exists
+    FAILED = (
+        1  # a spec failed, or a 401/403 or an untrusted certificate stopped the run
+    )
+    USAGE = 2  # bad flags, unreadable or invalid input, a locked result log; nothing was sent
+    LOG_WRITE = 74  # the result log could not be written (EX_IOERR): re-run to resume
+    INTERRUPTED = (
+        130  # SIGINT or SIGTERM; the result log is consistent: re-run to resume
+    )
+    PIPE = 141  # the reader of --results - went away (128 + SIGPIPE, as Unix tools)
+
+
+def say(text: str, scrub: Scrubber = Scrubber()) -> None:  # noqa: B008 - immutable
+    """One line on stderr, secrets masked and control characters made visible."""
+    print(f"provisioner: {printable(scrub(text))}", file=sys.stderr)
+
+
+def stdin_stream() -> BinaryIO | None:
+    """What ``-`` reads."""
+    return sys.stdin.buffer if sys.stdin is not None else None
+
+
+def print_errors(errors: Sequence[SpecError]) -> None:
+    """Every located spec error, one line each, control characters escaped."""
+    for error in errors:
+        print(printable(str(error)), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """Show settings' warnings (legal but suspicious values) as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
+
+
+def retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    """The retry policy the flags describe (``run`` and ``worker`` alike)."""
+    return RetryPolicy(
+        max_attempts=int(args.max_attempts),
+        deadline_s=float(args.deadline),
+        wait_initial_s=float(args.backoff),
+        wait_max_s=float(args.backoff_max),
+    )
+
+
+def api_settings(args: argparse.Namespace) -> ApiSettings:
+    """Where the API is and the token for it (a throwaway one with ``--sandbox``)."""
+    if getattr(args, "sandbox", False):
+        token = Secret("pt-sandbox-" + secrets.token_hex(12))
+        return ApiSettings(
+            token=token,
+            base_url="http://127.0.0.1/sandbox",
+            timeout_s=float(args.timeout),
+        )
+    with warnings_to_stderr():
+        return ApiSettings.from_env(
+            os.environ,
+            api_url=args.api_url,
+            token_file=args.token_file,
+            timeout_s=float(args.timeout),
+            ca_file=args.ca_file,
+            allow_insecure_http=bool(args.allow_insecure_http),
+        )
+
+
+__all__ = [
+    "ExitCode",
+    "api_settings",
+    "print_errors",
+    "retry_policy",
+    "say",
+    "stdin_stream",
+    "warnings_to_stderr",
+]
