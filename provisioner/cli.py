@@ -21,6 +21,7 @@ from provisioner import log
 from provisioner.commands import (
     ExitCode,
     api_settings,
+    pacing,
     print_errors,
     retry_policy,
     say,
@@ -31,7 +32,6 @@ from provisioner.engine import Engine, open_pipeline, sandbox_faults, signals_st
 from provisioner.errors import ProvisionerError
 from provisioner.lock import LogLock, lock_path
 from provisioner.options import (
-    AUTO_RATE,
     SANDBOX_RESULTS,
     UsageError,
     build_parser,
@@ -87,7 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args_list: list[str]) -> int:
     args = build_parser().parse_args(args_list)
-    scrub = Scrubber()
     try:
         if args.command == "validate":
             return _cmd_validate(args.jobs)
@@ -99,7 +98,7 @@ def _dispatch(args_list: list[str]) -> int:
 
         return COMMANDS[args.command](args)
     except (ProvisionerError, UsageError) as exc:
-        say(f"error: {exc}", scrub)
+        say(f"error: {exc}")
         return ExitCode.USAGE
 
 
@@ -143,8 +142,7 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
     with warnings_to_stderr():
         settings = RunSettings(
             concurrency=int(args.concurrency),
-            rate_per_s=0.0 if args.rate == AUTO_RATE else float(args.rate),
-            adaptive_rate=args.rate == AUTO_RATE,
+            **pacing(args),
             results_path=args.results
             or (SANDBOX_RESULTS if args.sandbox else _default_results()),
             summary_path=args.summary,

@@ -14,9 +14,10 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from provisioner.errors import SpecError
+from provisioner.options import AUTO_RATE
 from provisioner.redact import Scrubber, printable
 from provisioner.retry import RetryPolicy
 from provisioner.settings import ApiSettings, Secret
@@ -63,6 +64,15 @@ def warnings_to_stderr() -> Iterator[None]:
         print(f"provisioner: warning: {warning.message}", file=sys.stderr)
 
 
+def pacing(args: argparse.Namespace) -> dict[str, Any]:
+    """``--rate`` as settings fields: a fixed rate, or ``auto`` (adaptive)."""
+    is_auto = args.rate == AUTO_RATE
+    return {
+        "rate_per_s": 0.0 if is_auto else float(args.rate),
+        "adaptive_rate": is_auto,
+    }
+
+
 def retry_policy(args: argparse.Namespace) -> RetryPolicy:
     """The retry policy the flags describe (``run`` and ``worker`` alike)."""
     return RetryPolicy(
@@ -96,6 +106,7 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
 __all__ = [
     "ExitCode",
     "api_settings",
+    "pacing",
     "print_errors",
     "retry_policy",
     "say",

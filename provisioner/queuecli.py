@@ -20,6 +20,7 @@ from provisioner import log
 from provisioner.commands import (
     ExitCode,
     api_settings,
+    pacing,
     print_errors,
     retry_policy,
     say,
@@ -28,7 +29,6 @@ from provisioner.commands import (
 )
 from provisioner.engine import Engine, open_pipeline, signals_stop
 from provisioner.lock import LogLock
-from provisioner.options import AUTO_RATE
 from provisioner.ratelimit import (
     POOL_HEADROOM,
     RateLimiter,
@@ -130,8 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     with warnings_to_stderr():
         settings = WorkerSettings(
             concurrency=int(args.concurrency),
-            rate_per_s=0.0 if args.rate == AUTO_RATE else float(args.rate),
-            adaptive_rate=args.rate == AUTO_RATE,
+            **pacing(args),
             claim_idle_s=float(args.claim_idle),
             max_deliveries=int(args.max_deliveries),
             exit_when_empty=bool(args.exit_when_empty),
@@ -148,10 +147,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
     )
     scrub = Scrubber([api.token.reveal()])
-    with _local_log(settings.results_path) as has_log:
-        worker_summary, dead = asyncio.run(
-            _work(engine, redis, settings, scrub, has_log)
-        )
+    with _local_log(settings.results_path):
+        worker_summary, dead = asyncio.run(_work(engine, redis, settings, scrub))
     for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
         say(f"worker {redis.consumer}: {line}", scrub)
     if dead:
@@ -160,12 +157,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _local_log(path: str | None) -> Iterator[bool]:
+def _local_log(path: str | None) -> Iterator[None]:
+    """Lock the worker's own result log, if it keeps one in a file."""
     if path is None or path == "-":
-        yield path is not None
+        yield
         return
     with LogLock(path, command="provisioner worker"):
-        yield True
+        yield
 
 
 async def _work(
@@ -173,7 +171,6 @@ async def _work(
     redis: RedisSettings,
     settings: WorkerSettings,
     scrub: Scrubber,
-    has_log: bool,
 ) -> tuple[Summary, int]:
     stop = StopController(grace_s=settings.grace_s)
     async with _connected(redis, retries=8) as queue:
@@ -182,7 +179,7 @@ async def _work(
             engine, limiter=limiter, stop=stop, replay_is_ours=True
         ) as pipeline:
             sink = None
-            if has_log and settings.results_path:
+            if settings.results_path is not None:
                 sink = ResultSink.open(settings.results_path, scrub=scrub)
             worker = Worker(
                 queue=queue,
