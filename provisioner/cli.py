@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from provisioner import log
+from provisioner import eventloop, log
 from provisioner.commands import (
     ExitCode,
     api_settings,
@@ -188,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
         resume = _prepare_log(settings, logged, report, engine.target)
         _warn_foreign(resume, settings, engine.target, plan.scrub)
-        summary = asyncio.run(_run(plan, files, report, resume))
+        summary = eventloop.run(_run(plan, files, report, resume))
     _report(summary, plan, report)
     return _exit_code(summary)
 

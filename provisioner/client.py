@@ -1,8 +1,8 @@
-"""``ApiClient``: the Environments API over one ``aiohttp.ClientSession``.
+"""``ApiClient``: the Environments API over one connection pool (:mod:`provisioner.transport`).
 
 It sends one request per call and translates every answer into a value or an
 exception from :mod:`provisioner.errors`; it never retries, sleeps or logs bodies.
-aiohttp's exceptions never leave this module.
+The transport's exceptions never leave this module.
 
 It believes nothing a server says (:mod:`provisioner.answers` reads the
 answers): a create without a well-formed id, a body above its size cap and an
@@ -18,8 +18,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import aiohttp
 import orjson
 
 from provisioner import __version__
@@ -37,6 +37,16 @@ from provisioner.answers import (
 from provisioner.errors import ConfigError, TransportError
 from provisioner.redact import Scrubber
 from provisioner.settings import ApiSettings
+from provisioner.transport import (
+    AnswerTooLargeError,
+    ConnectError,
+    HttpPool,
+    Origin,
+    TlsError,
+    TransportFailureError,
+    header_block,
+    request_line,
+)
 
 USER_AGENT = f"provisioner/{__version__}"
 PAGE_LIMIT = 100
@@ -44,7 +54,6 @@ MAX_ANSWER_BYTES = 1024 * 1024
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_LIST_PAGES = 10_000
 LIST_DEADLINE_S = 300.0
-_READ_CHUNK_BYTES = 64 * 1024
 
 Clock = Callable[[], float]
 
@@ -167,8 +176,8 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
 
 def open_session(
     *, concurrency: int, timeout_s: float, ca_file: str | None = None
-) -> aiohttp.ClientSession:
-    """A session whose connection pool matches the run's concurrency.
+) -> HttpPool:
+    """A connection pool sized to the run's concurrency (see :mod:`provisioner.transport`).
 
     Certificates are always verified (see :func:`tls_context`). A few spare
     connections serve the list calls that reconcile conflicts.
@@ -176,12 +185,8 @@ def open_session(
     Raises:
         ConfigError: ``ca_file`` cannot be read or holds no certificate.
     """
-    connector = aiohttp.TCPConnector(
-        limit=concurrency + 2, limit_per_host=0, ssl=tls_context(ca_file)
-    )
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
+    return HttpPool(
+        limit=concurrency + 2, timeout_s=timeout_s, ssl_context=tls_context(ca_file)
     )
 
 
@@ -189,7 +194,7 @@ class ApiClient:
     """Create, get and list environments.
 
     Args:
-        session: an open session; the caller owns and closes it.
+        session: an open connection pool; the caller owns and closes it.
         settings: base URL, token and timeout.
         max_answer_bytes: the largest create or get answer read (default 1 MiB).
         max_page_bytes: the largest list page read (default 64 MiB).
@@ -200,7 +205,7 @@ class ApiClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpPool,
         *,
         settings: ApiSettings,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
@@ -212,10 +217,21 @@ class ApiClient:
         if max_answer_bytes < 1 or max_page_bytes < 1:
             raise ConfigError("answer size caps must be at least 1 byte")
         self._session = session
-        self._base = settings.base_url.rstrip("/")
+        base = settings.base_url.rstrip("/")
+        try:
+            self._origin = Origin.of(base)
+        except ValueError as exc:
+            raise ConfigError(f"the API URL is not an http(s) URL: {base}") from exc
+        self._prefix = urlsplit(base).path
         token = settings.token.reveal()
-        self._auth = {"Authorization": f"Bearer {token}"}
         self._scrub = Scrubber([token])
+        common = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        try:
+            self._headers = header_block({**common, "Authorization": f"Bearer {token}"})
+        except ValueError as exc:
+            raise ConfigError("the token holds a line break or NUL") from exc
+        self._create_line = request_line("POST", f"{self._prefix}/environments")
+        self._json = b"Content-Type: application/json\r\n"
         self._max_answer_bytes = max_answer_bytes
         self._max_page_bytes = max_page_bytes
         self._walk = WalkLimits(
@@ -234,14 +250,16 @@ class ApiClient:
             TransportError: no usable answer; ``bad_answer`` (ambiguous: it may
                 have committed) for a body without a valid id or above the cap.
         """
-        headers = {
-            **self._auth,
-            "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
-            "X-Qoder-Retry-Count": str(attempt - 1),
-        }
-        status, payload, resp_headers = await self._request(
-            "POST", "/environments", headers=headers, data=orjson.dumps(body)
+        extra = header_block(
+            {
+                "Idempotency-Key": idempotency_key,
+                "X-Qoder-Retry-Count": str(attempt - 1),
+            }
+        )
+        status, payload, resp_headers = await self._send(
+            "POST /environments",
+            self._create_line + self._headers + self._json + extra,
+            orjson.dumps(body),
         )
         if not isinstance(payload, dict) or not is_env_id(payload.get("id")):
             # A success we cannot read may still have committed: retry with the key.
@@ -259,9 +277,7 @@ class ApiClient:
 
     async def get(self, env_id: str) -> dict[str, Any]:
         """``GET /environments/{id}``."""
-        _, payload, _ = await self._request(
-            "GET", f"/environments/{env_id}", headers=self._auth
-        )
+        _, payload, _ = await self._request("GET", f"/environments/{env_id}")
         return expect_object(payload)
 
     async def list_page(
@@ -280,11 +296,7 @@ class ApiClient:
         if cursor is not None:
             params["page" if use_page else "after_id"] = cursor
         _, payload, _ = await self._request(
-            "GET",
-            "/environments",
-            headers=self._auth,
-            params=params,
-            max_bytes=self._max_page_bytes,
+            "GET", "/environments", params=params, max_bytes=self._max_page_bytes
         )
         page = expect_object(payload)
         data = page.get("data")
@@ -330,42 +342,48 @@ class ApiClient:
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str],
-        data: bytes | None = None,
         params: Mapping[str, str] | None = None,
         max_bytes: int | None = None,
     ) -> tuple[int, object, Mapping[str, str]]:
+        """A request without a body to ``path`` under the base URL."""
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode(params)
+        head = request_line(method, target) + self._headers
+        return await self._send(f"{method} {path}", head, b"", max_bytes=max_bytes)
+
+    async def _send(
+        self, where: str, head: bytes, body: bytes, *, max_bytes: int | None = None
+    ) -> tuple[int, object, Mapping[str, str]]:
         """One request; its answer read up to ``max_bytes`` (the answer cap)."""
-        where = f"{method} {path}"
         max_bytes = max_bytes or self._max_answer_bytes
         try:
-            async with self._session.request(
-                method,
-                self._base + path,
-                data=data,
-                headers=headers,
-                params=params,
-                allow_redirects=False,  # following would hand the token elsewhere
-            ) as resp:
-                raw = await _read_capped(resp, max_bytes, where, method == "POST")
-                status, resp_headers = resp.status, resp.headers
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._transport_error(where, exc) from exc
-        if status in REDIRECT_STATUSES:
+            answer = await self._session.request(
+                self._origin, head, body, max_body_bytes=max_bytes
+            )
+        except (TimeoutError, TransportFailureError) as exc:
+            raise self._transport_error(where, exc, max_bytes) from exc
+        status, resp_headers = answer.status, answer.headers
+        if status in REDIRECT_STATUSES:  # never followed: it would hand the token on
             raise redirect_error(where, status, resp_headers, scrub=self._scrub)
-        payload = parse_json(raw)
+        payload = parse_json(answer.body)
         if status >= 400:  # noqa: PLR2004 - HTTP's error boundary
-            raise translate_error(status, payload, raw, resp_headers, scrub=self._scrub)
+            raise translate_error(
+                status, payload, answer.body, resp_headers, scrub=self._scrub
+            )
         return status, payload, resp_headers
 
-    def _transport_error(self, where: str, exc: BaseException) -> TransportError:
+    def _transport_error(
+        self, where: str, exc: BaseException, max_bytes: int
+    ) -> TransportError:
+        is_post = where.startswith("POST")
         if isinstance(exc, TimeoutError):
             return TransportError(
                 f"{where}: no answer within the timeout",
                 is_ambiguous=True,
                 error_type="timeout",
             )
-        if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        if isinstance(exc, TlsError):
             # A certificate the client cannot trust will not improve on a retry.
             return TransportError(
                 self._scrub(f"{where}: TLS check failed: {exc}"),
@@ -373,40 +391,21 @@ class ApiClient:
                 error_type=TLS_ERROR,
                 is_retryable=False,
             )
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, ConnectError):
             return TransportError(
-                self._scrub(f"{where}: cannot connect: {exc.os_error}"),
+                self._scrub(f"{where}: cannot connect: {exc}"),
                 is_ambiguous=False,
                 error_type="connection_error",
             )
+        if isinstance(exc, AnswerTooLargeError):
+            return TransportError(
+                f"{where}: the answer is larger than the {max_bytes}-byte cap; not read",
+                is_ambiguous=is_post,
+                error_type="bad_answer",
+            )
         return TransportError(
-            f"{where}: connection lost: {type(exc).__name__}", is_ambiguous=True
+            self._scrub(f"{where}: connection lost: {exc}"), is_ambiguous=True
         )
-
-
-async def _read_capped(
-    resp: aiohttp.ClientResponse, max_bytes: int, where: str, is_ambiguous: bool
-) -> bytes:
-    """The body, refused as soon as it declares or delivers more than ``max_bytes``."""
-    declared = resp.content_length
-    size = 0 if declared is None else declared
-    chunks: list[bytes] = []
-    if size <= max_bytes:
-        size = 0
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK_BYTES):
-            size += len(chunk)
-            if size > max_bytes:
-                break
-            chunks.append(chunk)
-    if size > max_bytes:
-        # Closing drops the connection instead of draining the rest of the body.
-        resp.close()
-        raise TransportError(
-            f"{where}: the answer is larger than the {max_bytes}-byte cap; not read",
-            is_ambiguous=is_ambiguous,
-            error_type="bad_answer",
-        )
-    return b"".join(chunks)
 
 
 __all__ = [

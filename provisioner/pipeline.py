@@ -221,6 +221,25 @@ class Pipeline:
     async def _with_retries(
         self, tries: SpecAttempts, spec: Spec | None, send: Callable[[], Awaitable[T]]
     ) -> T:
+        # Most requests succeed at once: the retry machinery starts at the first failure.
+        try:
+            answer = await self._attempt(send)
+        except Exception as first:  # noqa: BLE001 - handed on to the retry decision
+            answer = await self._retry_after(first, tries, spec, send)
+        self._budget.deposit(
+            tries.last_cost if tries.count > 1 else self._budget.success_reward
+        )
+        return answer
+
+    async def _retry_after(
+        self,
+        first: Exception,
+        tries: SpecAttempts,
+        spec: Spec | None,
+        send: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Attempts after a failed first one (tenacity's attempt 1 is that failure)."""
+        pending: Exception | None = first
         retrying = self._policy.retrying(
             budget=self._budget,
             is_stopping=lambda: self._stop.is_stopping,
@@ -231,10 +250,10 @@ class Pipeline:
         )
         async for attempt in retrying:
             with attempt:
+                if pending is not None:
+                    failure, pending = pending, None
+                    raise failure
                 answer = await self._attempt(send)
-        self._budget.deposit(
-            tries.last_cost if tries.count > 1 else self._budget.success_reward
-        )
         return answer
 
     async def _attempt(self, send: Callable[[], Awaitable[T]]) -> T:

@@ -10,9 +10,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from provisioner.results import Result
 
@@ -22,18 +25,18 @@ class ProgressBar:
 
     def __init__(self, *, total: int, stream: IO[str], enabled: bool) -> None:
         self._enabled = enabled and stream.isatty()
+        self._counts: dict[str, int] = {}
         self._progress = Progress(
             TextColumn("[bold]provisioning"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            _CountsColumn(self._counts),
             TimeElapsedColumn(),
             console=Console(file=stream),
             transient=True,
             disable=not self._enabled,
         )
-        self._task = self._progress.add_task("run", total=total, detail="")
-        self._counts: dict[str, int] = {}
+        self._task = self._progress.add_task("run", total=total)
 
     def __enter__(self) -> ProgressBar:
         self._progress.start()
@@ -48,7 +51,18 @@ class ProgressBar:
         self._progress.stop()
 
     def advance(self, result: Result) -> None:
-        """Count one finished spec."""
+        """Count one finished spec (the counts are drawn at the bar's refresh, not here)."""
         self._counts[result.status] = self._counts.get(result.status, 0) + 1
-        detail = " ".join(f"{k}={v}" for k, v in sorted(self._counts.items()))
-        self._progress.update(self._task, advance=1, detail=detail)
+        if self._enabled:
+            self._progress.advance(self._task)
+
+
+class _CountsColumn(ProgressColumn):
+    """``created=N exists=N …``, read from the bar's counts when drawn."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__()
+        self._counts = counts
+
+    def render(self, task: Task) -> Text:
+        return Text(" ".join(f"{k}={v}" for k, v in sorted(self._counts.items())))

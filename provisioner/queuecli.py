@@ -7,7 +7,6 @@ maps the outcome to an exit code, as ``cli.py`` does for ``run``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import socket
@@ -16,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import orjson
 
-from provisioner import log
+from provisioner import eventloop, log
 from provisioner.commands import (
     ExitCode,
     api_settings,
@@ -97,7 +96,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 f"{report.total - report.valid} of {report.total} specs are invalid; nothing was queued"
             )
             return ExitCode.USAGE
-        count = asyncio.run(_enqueue(settings, files))
+        count = eventloop.run(_enqueue(settings, files))
     print(f"queued {count} specs on stream {settings.stream} ({settings.shown_url})")
     return ExitCode.OK
 
@@ -148,7 +147,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     scrub = Scrubber([api.token.reveal()])
     with _local_log(settings.results_path):
-        worker_summary, dead = asyncio.run(_work(engine, redis, settings, scrub))
+        worker_summary, dead = eventloop.run(_work(engine, redis, settings, scrub))
     for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
         say(f"worker {redis.consumer}: {line}", scrub)
     if dead:
@@ -236,7 +235,7 @@ def _worker_exit(summary: Summary, dead: int) -> int:
 def cmd_queue_status(args: argparse.Namespace) -> int:
     """Print the stream's length, pending messages per consumer, results and dead letters."""
     settings = redis_settings(args)
-    status = asyncio.run(_status(settings))
+    status = eventloop.run(_status(settings))
     if args.format == "json":
         print(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
