@@ -188,6 +188,8 @@ class HttpPool:
             body,
         )
         async with self._slots:
+            if self._closed:
+                raise ConnectionLostError("the connection pool is closed")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._timeout_s
             conn = self._reuse(origin) or await self._connect(origin, deadline)
@@ -236,6 +238,9 @@ class HttpPool:
             raise TlsError(str(exc)) from exc
         except OSError as exc:
             raise ConnectError(str(exc)) from exc
+        if self._closed:  # closed while this connection was being opened
+            conn.close()
+            raise ConnectionLostError("the connection pool is closed")
         self._open.add(conn)
         return conn
 
@@ -254,6 +259,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._headers = Headers()
         self._header_bytes = 0
+        self._bytes_before_body = 0
         self._chunks: list[bytes] = []
         self._body_bytes = 0
         self._has_headers = False
@@ -335,9 +341,17 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
             pass  # a callback recorded the failure
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the server switched protocols unasked"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(f"not an HTTP answer: {exc}"))
             return
+        if self._failure is None and not self._has_headers:
+            # llhttp holds a header line until it ends: count what came so far.
+            self._bytes_before_body += len(data)
+            if self._bytes_before_body > MAX_HEADER_BYTES:
+                self._failure = _headers_too_large()
         if self._failure is not None:
             self._fail(self._failure)
 
@@ -347,7 +361,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._is_lost = True
         if (
-            self._has_headers
+            exc is None  # a reset may have cut the body short
+            and self._has_headers
             and not self._is_done
             and self._failure is None
             and self._reads_until_close()
@@ -364,9 +379,7 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
-            self._failure = AnswerTooLargeError(
-                f"the answer's headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields"
-            )
+            self._failure = _headers_too_large()
             raise _StopParsingError
         key = name.decode("latin-1").lower()
         if key not in self._headers:
@@ -417,6 +430,12 @@ class _Connection(asyncio.Protocol):
         self._finish(Answer(self._parser.get_status_code(), self._headers, body))
 
 
+def _headers_too_large() -> AnswerTooLargeError:
+    return AnswerTooLargeError(
+        f"the answer's headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields"
+    )
+
+
 class _StopParsingError(Exception):
     """Raised in a parser callback to stop at a failure recorded on the connection."""
 
@@ -425,10 +444,10 @@ def request_line(method: str, target: str) -> bytes:
     """``METHOD target HTTP/1.1`` and CRLF.
 
     Raises:
-        ValueError: the target holds a space, CR, LF or NUL.
+        ValueError: the method or target holds a space, CR, LF or NUL.
     """
-    if _is_unsafe(target) or " " in target:
-        raise ValueError("the request target holds a space, line break or NUL")
+    if _is_unsafe(method + target) or " " in method + target:
+        raise ValueError("the method or target holds a space, line break or NUL")
     return f"{method} {target} HTTP/1.1\r\n".encode("latin-1")
 
 
