@@ -247,7 +247,7 @@ def _prepare_log(
         settings.results_path,
         logged,
         target=target,
-        input_names=report.names,
+        input_names=report.found,
         input_keys=report.keys,
         retry_failed=settings.retry_failed,
     )
@@ -284,7 +284,7 @@ async def _run(
         plan.engine, limiter=limiter, stop=stop, replay_is_ours=resume.log_existed
     ) as pipeline:
         sink = ResultSink.open(settings.results_path, scrub=plan.scrub)
-        skipped = len(report.names & resume.done.keys())
+        skipped = len(report.found & resume.done.keys())
         bar = ProgressBar(
             total=report.total - skipped, stream=sys.stderr, enabled=plan.show_progress
         )

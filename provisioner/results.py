@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -364,7 +364,7 @@ def prepare_resume(
     state: LogState,
     *,
     target: str,
-    input_names: frozenset[str],
+    input_names: Container[str],
     input_keys: Mapping[str, str],
     retry_failed: bool,
 ) -> ResumeState:
@@ -378,6 +378,8 @@ def prepare_resume(
     off). This target's records of specs that will be attempted again are
     removed from the log (atomically), so after the run every spec has one
     record per target. Records of other targets are kept as they are.
+    ``input_names`` says whether the job files have a name; it is asked only
+    about the names the log holds.
     """
     if not state.is_readable:
         return ResumeState(done={})

@@ -16,7 +16,8 @@ Formats, chosen by extension:
 Stdin and paths that are not regular files are read once and spooled (in
 memory, then on disk past a few MB): the run pass replays what the validate
 pass read. JSONL and JSON are read in chunks: memory stays flat however long
-the file, apart from the duplicate-name check, which keeps each distinct name once.
+the file, apart from the duplicate-name check, which keeps 24 to 32 bytes a
+distinct name (:class:`~provisioner.nameindex.NameIndex`).
 
 Hostile input is read or reported at its line, never misread: JSON nested too
 deep or repeating a key in an object (:mod:`provisioner.jsonlimits`) and specs
@@ -42,6 +43,7 @@ import orjson
 from provisioner.errors import SourceError, SpecError
 from provisioner.jsonarray import ArrayReader
 from provisioner.jsonlimits import DEPTH_REASON, check_value, too_deep
+from provisioner.nameindex import NameIndex
 from provisioner.spec import (
     MAX_BODY_BYTES,
     canonical_json,
@@ -141,14 +143,15 @@ class JobFiles:
             SourceError: a file cannot be read at all (missing, unreadable,
                 unknown extension, broken YAML, a JSON file that is not an array).
         """
-        seen: dict[str, int] = {}
-        for number, path in enumerate(self._paths):
-            for record in self._records(path):
-                name = _name_of(record.body)
-                first_at = None
-                if name is not None:
-                    first_at = _first_at(seen, name, number, record.line, self._paths)
-                yield _judge(record, path, name, first_at)
+        with NameIndex() as seen:
+            for number, path in enumerate(self._paths):
+                for record in self._records(path):
+                    name = _name_of(record.body)
+                    first_at = None
+                    if name is not None:
+                        here = (number << _LINE_BITS) | record.line
+                        first_at = _located(seen.add(name, here), self._paths)
+                    yield _judge(record, path, name, first_at)
 
     def close(self) -> None:
         """Drop the spools of stdin and of pipes."""
@@ -209,14 +212,9 @@ def _name_of(body: object) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _first_at(
-    seen: dict[str, int], name: str, number: int, line: int, paths: Sequence[str]
-) -> str | None:
-    """Note where ``name`` is; return where it was first seen, if that was earlier."""
-    # (file number, line) packed into one int: ~130 bytes a distinct name in all.
-    here = (number << _LINE_BITS) | line
-    first = seen.setdefault(name, here)
-    if first == here:
+def _located(first: int | None, paths: Sequence[str]) -> str | None:
+    """``file:line`` of a (file number, line) packed as the duplicate check keeps it."""
+    if first is None:
         return None
     return f"{paths[first >> _LINE_BITS]}:{first & _LINE_MASK}"
 
@@ -364,7 +362,8 @@ class ScanReport:
         total: specs read, valid or not.
         valid: specs without errors.
         errors: every error of every spec, located, in input order.
-        names: the names of all specs (valid or not) that had a string name.
+        found: the names in ``keys_for`` that some spec (valid or not) has;
+            only those: a set of every name would cost ~100 bytes a spec.
         keys: name -> spec key of the valid specs named in ``keys_for`` (what
             resume compares).
     """
@@ -372,33 +371,33 @@ class ScanReport:
     total: int
     valid: int
     errors: list[SpecError]
-    names: frozenset[str]
+    found: frozenset[str]
     keys: dict[str, str]
 
 
 def scan(files: JobFiles, *, keys_for: Container[str] = ()) -> ScanReport:
-    """Read every spec once and collect the counts, errors and names.
+    """Read every spec once and collect the counts and errors.
 
-    ``keys_for``: the names whose spec keys to keep (those a result log holds;
-    keeping every key would cost memory for nothing).
+    ``keys_for``: the names to look for, and whose spec keys to keep (those a
+    result log holds; keeping every name or key would cost memory for nothing).
 
     Raises:
         SourceError: a file cannot be read at all.
     """
     total = valid = 0
     errors: list[SpecError] = []
-    names: set[str] = set()
+    found: set[str] = set()
     keys: dict[str, str] = {}
     for item in files:
         total += 1
-        if item.name is not None:
-            names.add(item.name)
+        if item.name is not None and item.name in keys_for:
+            found.add(item.name)
+            if isinstance(item, Spec):
+                keys[item.name] = item.key
         if isinstance(item, Spec):
             valid += 1
-            if item.name in keys_for:
-                keys[item.name] = item.key
         else:
             errors.extend(item.errors)
     return ScanReport(
-        total=total, valid=valid, errors=errors, names=frozenset(names), keys=keys
+        total=total, valid=valid, errors=errors, found=frozenset(found), keys=keys
     )

@@ -452,12 +452,13 @@ def test_location_falls_back_to_the_index_without_a_line() -> None:
 
 
 def test_scan_counts_specs_and_collects_located_errors_in_order(write: Write) -> None:
-    """scan reports totals, every located error in input order, and every string name."""
+    """scan reports totals, every located error in input order, and which asked-for names occur."""
     a = write("a.jsonl", jsonl(spec("a"), {"name": "b", "config": {}}, 5, spec("a")))
     with JobFiles([a]) as files:
-        report = scan(files)
+        report = scan(files, keys_for={"a", "b", "c"})
     assert isinstance(report, ScanReport)
-    assert (report.total, report.valid, report.names) == (4, 1, frozenset({"a", "b"}))
+    assert (report.total, report.valid, report.found) == (4, 1, frozenset({"a", "b"}))
+    assert report.keys.keys() == {"a"}
     assert [str(e) for e in report.errors] == [
         "a.jsonl:2: config.type: field required",
         "a.jsonl:3: expected an object, got number",
@@ -550,7 +551,7 @@ def test_reading_a_long_file_keeps_memory_flat(write: Write, suffix: str) -> Non
     size = Path(path).stat().st_size
     peak = _peak_bytes(path)
     assert size > 18 * MB
-    # The duplicate check keeps each distinct name (~130 bytes); nothing else grows.
+    # The duplicate check keeps ~30 bytes a distinct name; nothing else grows.
     assert peak < 12 * MB
 
 
