@@ -16,7 +16,9 @@ Rows (full sizes; ``--quick`` uses about a quarter):
    5 % of 200, and the most creates in any 1 s window of the server's ``created_at``
    (list route) at most 200 + burst 1.
 4. memory: ``provisioner validate`` of 1,000,000 specs; peak RSS against 150 MB
-   (10^6 bytes), and specs/s.
+   (10^6 bytes), and specs/s. 4b: ``provisioner run`` of the same file (no latency,
+   ``--concurrency 64 --rate 0``): peak RSS against 150 MB, and against a run of a
+   fiftieth of it (flat: about 1x). The slowest row (about 3 minutes in full).
 5. adaptive: server ``--rate-limit 200 --retry-after 1``, client ``--rate auto``;
    creates/s against the server's 200/s, >= 0.85, and a share of 429s under 10 %; stopped
    (SIGTERM) after 20 s + 5x the ideal time. "n/a" while ``provisioner run --help``
@@ -65,6 +67,7 @@ CURL_PARALLEL = 32
 MEMORY_TARGET_MB = 150.0
 READY_TIMEOUT_S = 15.0
 CHILD_TIMEOUT_S = 240.0
+RUN_MEMORY_TIMEOUT_S = 900.0
 KILL_GRACE_S = 15.0
 
 
@@ -438,6 +441,37 @@ def row_memory(ctx: Context) -> list[Row]:
     ]  # fmt: skip
 
 
+def row_run_memory(ctx: Context) -> list[Row]:
+    """``provisioner run`` of the memory row's file: peak RSS, flat in the job's size."""
+    count = ctx.sizes.memory_specs
+    jobs = ctx.jobs("memory", count)
+    small = ctx.jobs("memory-small", count // 50)
+    with emulator(ctx) as url:
+        _, small_child = run_cli(ctx, url, small, *UNLIMITED)
+        admin(url, "/reset?state=true", "POST")
+        summary, child = run_cli(
+            ctx, url, jobs, *UNLIMITED, timeout_s=RUN_MEMORY_TIMEOUT_S
+        )
+    figures = cli_figures(summary, child, count)
+    figures |= {"peak_rss_mb": round(child.maxrss_mb, 1),
+                "small_specs": count // 50, "small_peak_rss_mb": round(small_child.maxrss_mb, 1)}  # fmt: skip
+    ratio = child.maxrss_mb / MEMORY_TARGET_MB
+    is_ok = ratio <= 1.0 and figures["created"] == count
+    growth = child.maxrss_mb / small_child.maxrss_mb
+    return [
+        Row(
+            row=f"4b memory: run {count:,} specs",
+            measured=f"{child.maxrss_mb:.0f} MB peak RSS ({growth:.2f}x that of {count // 50:,} specs){shortfall(figures)}",
+            yardstick=f"target {MEMORY_TARGET_MB:g} MB",
+            ratio=ratio, target="<= 1.00", ok=verdict(is_ok), figures=figures,
+        )
+    ]  # fmt: skip
+
+
+def row_memories(ctx: Context) -> list[Row]:
+    return row_memory(ctx) + row_run_memory(ctx)
+
+
 def rate_accepts_auto(help_text: str) -> bool:
     """Whether the ``--rate`` entry of ``provisioner run --help`` mentions ``auto``."""
     lines = help_text.splitlines()
@@ -530,7 +564,7 @@ ROWS: dict[int, Callable[[Context], list[Row]]] = {
     1: row_latency,
     2: row_cpu,
     3: row_rate,
-    4: row_memory,
+    4: row_memories,
     5: row_adaptive,
     6: row_peers,
 }
