@@ -72,6 +72,18 @@ class Created:
         """The new environment's id."""
         return str(self.environment["id"])
 
+    @property
+    def status(self) -> str:
+        """The environment's ``status`` (``"ready"``, ``"archived"``, ...) as answered.
+
+        A server that omits it (the newest docs do) or sends a non-string gets
+        ``"archived"`` when ``archived_at`` is set, else ``"ready"``.
+        """
+        status = self.environment.get("status")
+        if isinstance(status, str) and status:
+            return status
+        return "ready" if self.environment.get("archived_at") is None else "archived"
+
 
 @dataclass(frozen=True, slots=True)
 class Page:

@@ -10,7 +10,10 @@ the one serialisation of a valid body that both the size rule
 The rules live in a strict pydantic model (no coercion, unknown keys rejected);
 pydantic's errors are translated here into short phrases and dotted field paths
 (``config.packages.pip.2``) and never leave this module. Specs are only checked,
-never rewritten: callers send the body exactly as written.
+never rewritten: callers send the body exactly as written. They are the
+emulator's rules too (``tests/test_rules_parity.py`` holds both to one table):
+``null`` in an optional field means the field is absent, and an ``allowlist``
+network needs at least one of ``allowed_hosts``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from provisioner.errors import SpecError
 
 NAME_MAX_CHARS = 255
+HOST_MAX_CHARS = 253
 HOSTS_MAX = 256
 PACKAGES_MAX = 200
 PACKAGE_MAX_CHARS = 256
@@ -56,7 +62,9 @@ HOST_PATTERN = rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$"
 PACKAGE_PATTERN = r"^[^\s\p{Cc}\-][^\s\p{Cc}]*$"
 
 _SCRIPT_SIZE = "at most {limit} bytes of UTF-8 (got {size})"
+_HOST_SIZE = "at most {limit} characters (got {size})"
 HOST_REASON = "must be a bare hostname or *.domain, without scheme, port or path"
+ALLOWLIST_REASON = "required, with at least one host, when type is allowlist"
 BIDI_REASON = "must not contain bidirectional control characters (they make a name read as another)"
 _BIDI_CHARS = re.compile(f"[{_BIDI}]")
 
@@ -75,10 +83,20 @@ def _check_script_size(script: str) -> str:
     return script
 
 
+def _check_host_size(host: str) -> str:
+    size = len(host.removeprefix("*."))  # the hostname's limit: "*." is not counted
+    if size > HOST_MAX_CHARS:
+        ctx = {"limit": HOST_MAX_CHARS, "size": size}
+        raise PydanticCustomError("spec_rule", _HOST_SIZE, ctx)
+    return host
+
+
 Name = Annotated[
     str, StringConstraints(max_length=NAME_MAX_CHARS, pattern=NAME_PATTERN)
 ]
-Host = Annotated[str, StringConstraints(max_length=253, pattern=HOST_PATTERN)]
+Host = Annotated[
+    str, StringConstraints(pattern=HOST_PATTERN), AfterValidator(_check_host_size)
+]
 Package = Annotated[
     str,
     StringConstraints(
@@ -96,23 +114,42 @@ Metadata = Annotated[
 ]
 
 
+# A field typed ``X | None = None`` is optional and ``null`` means absent; one typed
+# ``None`` exists only in another variant (set to anything but null, it is refused).
+
+
 class UnrestrictedNetworking(BaseModel):
     """``{"type": "unrestricted"}``: any outbound host; nothing else may be set."""
 
     model_config = _STRICT
     type: Literal["unrestricted"]
+    allowed_hosts: None = None
+    allow_package_managers: None = None
+    allow_mcp_servers: None = None
 
 
 class LimitedNetworking(BaseModel):
-    """An allowlist, under each spelling a doc generation used for it."""
+    """An allowlist, under each spelling a doc generation used for it.
+
+    The seed needs ``allowed_hosts`` for (only) its own spelling, ``allowlist``.
+    """
 
     model_config = _STRICT
     type: Literal["limited", "allowlist", "allowed_hosts"]
-    allowed_hosts: Annotated[list[Host], Field(max_length=HOSTS_MAX)] = Field(
-        default_factory=list
+    allowed_hosts: Annotated[list[Host], Field(max_length=HOSTS_MAX)] | None = Field(
+        default=None, validate_default=True
     )
-    allow_package_managers: bool = False
-    allow_mcp_servers: bool = False
+    allow_package_managers: bool | None = None
+    allow_mcp_servers: bool | None = None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowlist_has_hosts(
+        cls, hosts: list[str] | None, info: ValidationInfo
+    ) -> list[str] | None:
+        if info.data.get("type") == "allowlist" and not hosts:
+            raise PydanticCustomError("spec_rule", ALLOWLIST_REASON)
+        return hosts
 
 
 Networking = Annotated[
@@ -124,18 +161,13 @@ class Packages(BaseModel):
     """Packages to install, per manager (only apt, pip and npm are installed today)."""
 
     model_config = _STRICT
-    type: Literal["packages"] = "packages"
-    apt: PackageList = Field(default_factory=list)
-    pip: PackageList = Field(default_factory=list)
-    npm: PackageList = Field(default_factory=list)
-    cargo: PackageList = Field(default_factory=list)
-    gem: PackageList = Field(default_factory=list)
-    go: PackageList = Field(default_factory=list)
-
-
-# Shared, frozen defaults: a factory returning them avoids pydantic's deep copy.
-_UNRESTRICTED = UnrestrictedNetworking(type="unrestricted")
-_NO_PACKAGES = Packages()
+    type: Literal["packages"] | None = None
+    apt: PackageList | None = None
+    pip: PackageList | None = None
+    npm: PackageList | None = None
+    cargo: PackageList | None = None
+    gem: PackageList | None = None
+    go: PackageList | None = None
 
 
 class CloudConfig(BaseModel):
@@ -143,9 +175,9 @@ class CloudConfig(BaseModel):
 
     model_config = _STRICT
     type: Literal["cloud"]
-    networking: Networking = Field(default_factory=lambda: _UNRESTRICTED)
-    packages: Packages = Field(default_factory=lambda: _NO_PACKAGES)
-    setup_script: SetupScript = ""
+    networking: Networking | None = None
+    packages: Packages | None = None
+    setup_script: SetupScript | None = None
 
 
 class SelfHostedConfig(BaseModel):
@@ -153,6 +185,9 @@ class SelfHostedConfig(BaseModel):
 
     model_config = _STRICT
     type: Literal["self_hosted"]
+    networking: None = None
+    packages: None = None
+    setup_script: None = None
 
 
 Config = Annotated[CloudConfig | SelfHostedConfig, Field(discriminator="type")]
@@ -161,15 +196,16 @@ Config = Annotated[CloudConfig | SelfHostedConfig, Field(discriminator="type")]
 class EnvironmentSpec(BaseModel):
     """The body of ``POST /v1/environments``.
 
-    Defaults mirror the API's but are never sent: a spec goes out as written.
+    An optional field that is missing or ``null`` gets the API's default on the
+    server; none is ever added here: a spec goes out as written.
     """
 
     model_config = _STRICT
     name: Name
     description: str | None = None
     config: Config
-    metadata: Metadata = Field(default_factory=dict)
-    scope: Literal["organization", "account"] = "organization"
+    metadata: Metadata | None = None
+    scope: Literal["organization", "account"] | None = None
 
 
 _ADAPTER: TypeAdapter[EnvironmentSpec] = TypeAdapter(EnvironmentSpec)
@@ -254,7 +290,9 @@ def _translate(detail: ErrorDetails) -> SpecError:
     kind = detail["type"]
     if kind == "union_tag_not_found":
         return SpecError("field required", field=_dotted((*path, "type")))
-    if kind == "extra_forbidden":
+    if kind == "union_tag_invalid":  # the tag is the variant's ``type`` field
+        path = (*path, "type")
+    if kind in ("extra_forbidden", "none_required"):
         reason = _extra_reason(path, tags)
     else:
         reason = _reason(kind, detail)
@@ -303,7 +341,7 @@ def _reason(kind: str, detail: ErrorDetails) -> str:
     if expected is not None:
         return f"expected {expected}, got {_json_type(value)}"
     phrase = _PHRASES.get(kind)
-    if phrase is None:  # pragma: no cover - every error the model raises is mapped
+    if phrase is None:  # our own rules (``spec_rule``) carry their sentence
         return detail["msg"]
     return phrase(value, detail.get("ctx", {}))
 
@@ -354,7 +392,6 @@ _PHRASES: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "string_pattern_mismatch": _pattern_reason,
     # json and YAML accept lone surrogates ("\\ud800"), which cannot be sent.
     "string_unicode": lambda value, ctx: "not valid Unicode text (a lone surrogate)",
-    "spec_rule": lambda value, ctx: _SCRIPT_SIZE.format(**ctx),
 }
 _JSON_TYPES: tuple[tuple[type | UnionType, str], ...] = (
     (type(None), "null"),

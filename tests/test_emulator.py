@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from provisioner.client import ApiClient, Created, open_session
 from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan
 from provisioner.emulator.ids import IdGenerator
+from provisioner.settings import ApiSettings, Secret
 from tests.conftest import CLOUD, TEST_TOKEN, assert_error, create
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -26,20 +28,52 @@ def test_the_package_exports_the_public_interface():
     assert EmulatorConfig().faults == FaultPlan()
 
 
-async def test_create_answers_201_with_the_normalised_environment(api):
-    """A minimal create answers 201 with every documented field filled in."""
-    answer = await api("POST", "/environments", json={"name": "alpha", "config": CLOUD})
+def test_an_unknown_config_echo_is_refused():
+    """``EmulatorConfig(config_echo=...)`` takes only ``as-sent`` or ``normalized``."""
+    assert EmulatorConfig().config_echo == "as-sent"
+    with pytest.raises(ValueError, match="config_echo"):
+        EmulatorConfig(config_echo="normalised")  # type: ignore[arg-type]
+
+
+SEED_CONFIG = {
+    "type": "cloud",
+    "networking": {"type": "limited"},
+    "packages": {"apt": ["curl"]},
+}
+
+
+async def test_create_answers_201_with_the_seeds_fields_and_config_as_sent(api):
+    """A create answers 201 with the seed's fields, ``status: ready``, and its config as sent."""
+    answer = await api(
+        "POST", "/environments", json={"name": "doc-test-env", "config": SEED_CONFIG}
+    )
     assert answer.status == 201
     env = answer.json()
     assert list(env) == [
-        "id", "type", "name", "description", "config", "metadata",
+        "id", "type", "name", "description", "status", "config", "metadata",
         "archived_at", "created_at", "updated_at",
     ]  # fmt: skip
     assert env["type"] == "environment"
-    assert env["name"] == "alpha"
+    assert env["name"] == "doc-test-env"
     assert env["description"] == ""
+    assert env["status"] == "ready"
     assert env["metadata"] == {}
     assert env["archived_at"] is None
+    assert env["config"] == SEED_CONFIG
+    assert STAMP.fullmatch(env["created_at"])
+    assert env["updated_at"] == env["created_at"]
+    assert uuid.UUID(answer.headers["request-id"]).version == 4
+
+
+async def test_normalized_echo_fills_in_every_config_field(make_emulator, api):
+    """With ``config_echo="normalized"`` a minimal config is echoed with every sub-field."""
+    emu = await make_emulator(config_echo="normalized")
+    answer = await api(
+        "POST", "/environments", json={"name": "alpha", "config": CLOUD}, emulator=emu
+    )
+    assert answer.status == 201
+    env = answer.json()
+    assert env["status"] == "ready"
     assert env["config"] == {
         "type": "cloud",
         "networking": {"type": "unrestricted"},
@@ -53,9 +87,6 @@ async def test_create_answers_201_with_the_normalised_environment(api):
             "pip": [],
         },
     }
-    assert STAMP.fullmatch(env["created_at"])
-    assert env["updated_at"] == env["created_at"]
-    assert uuid.UUID(answer.headers["request-id"]).version == 4
 
 
 async def test_ids_are_uuid7_and_strictly_increasing(api):
@@ -117,27 +148,35 @@ async def test_get_returns_the_environment_or_404(api):
     assert missing in error["message"]
 
 
+@pytest.mark.parametrize("echo", ["as-sent", "normalized"])
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-async def test_update_changes_fields_and_replaces_config(api, method):
+async def test_update_changes_fields_and_replaces_config(
+    make_emulator, api, method, echo
+):
     """POST and PUT on an id update name, description and config (config is replaced)."""
-    env = await create(
-        api, "alpha", config={"type": "cloud", "packages": {"pip": ["x"]}}
+    emu = await make_emulator(config_echo=echo)
+    sent = {"type": "cloud", "packages": {"pip": ["x"]}}
+    answer = await api(
+        "POST", "/environments", json={"name": "alpha", "config": sent}, emulator=emu
     )
+    env = answer.json()
     update = {
         "name": "beta",
         "description": "new",
         "config": {"type": "cloud", "networking": {"type": "limited"}},
     }
-    answer = await api(method, f"/environments/{env['id']}", json=update)
+    path = f"/environments/{env['id']}"
+    answer = await api(method, path, json=update, emulator=emu)
     assert answer.status == 200
     updated = answer.json()
     assert updated["name"] == "beta"
     assert updated["description"] == "new"
     assert updated["config"]["networking"]["type"] == "limited"
-    assert updated["config"]["packages"]["pip"] == []
+    assert updated["config"].get("packages", {}).get("pip", []) == []
+    assert updated["status"] == "ready"
     assert updated["created_at"] == env["created_at"]
     assert updated["updated_at"] > env["updated_at"]
-    assert (await api("GET", f"/environments/{env['id']}")).json() == updated
+    assert (await api("GET", path, emulator=emu)).json() == updated
 
 
 async def test_update_treats_metadata_as_a_patch(api):
@@ -183,13 +222,14 @@ async def test_update_of_an_unknown_or_archived_environment_fails(api):
 
 
 async def test_archive_sets_archived_at_and_a_second_archive_is_409(api):
-    """Archive answers 200 with archived_at set; archiving again is 409 conflict_error."""
+    """Archive answers 200 with archived_at set and status archived; again is 409."""
     env = await create(api, "alpha")
     answer = await api("POST", f"/environments/{env['id']}/archive")
     assert answer.status == 200
     archived = answer.json()
     assert STAMP.fullmatch(archived["archived_at"])
     assert archived["updated_at"] == archived["archived_at"]
+    assert archived["status"] == "archived"
     again = assert_error(
         await api("POST", f"/environments/{env['id']}/archive"), 409, "conflict_error"
     )
@@ -395,3 +435,31 @@ async def test_a_body_over_the_limit_is_400_not_413(make_emulator, api):
         assert response.status == 400
     small = {"name": "a", "config": CLOUD, "description": "x" * 900}
     assert (await api("POST", "/environments", json=small, emulator=emu)).status == 201
+
+
+async def test_the_client_reads_the_status_of_a_created_environment(emulator):
+    """``Created.status`` is the answer's ``status``: ``ready`` for a new environment."""
+    settings = ApiSettings(token=Secret(TEST_TOKEN), base_url=emulator.url, timeout_s=5)
+    async with open_session(concurrency=1, timeout_s=5) as session:
+        client = ApiClient(session, settings=settings)
+        created = await client.create(
+            {"name": "alpha", "config": CLOUD}, idempotency_key="k-1"
+        )
+    assert created.status == "ready"
+
+
+@pytest.mark.parametrize(
+    ("environment", "status"),
+    [
+        ({"id": "env_1", "status": "archived"}, "archived"),
+        ({"id": "env_1", "archived_at": None}, "ready"),
+        ({"id": "env_1", "archived_at": "2026-05-18T15:28:07.017808Z"}, "archived"),
+        ({"id": "env_1", "status": 3}, "ready"),
+    ],
+)
+def test_a_status_the_server_omits_is_derived_from_archived_at(environment, status):
+    """Without a string ``status`` (the newest docs omit it) ``archived_at`` decides."""
+    created = Created(
+        environment=environment, http_status=201, request_id=None, is_replay=False
+    )
+    assert created.status == status

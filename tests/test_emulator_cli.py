@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -187,6 +188,7 @@ async def test_a_bad_flag_exits_2_as_a_subprocess():
         ["--port", "http"],
         ["--rate-limit-burst", "0"],
         ["--limit-over-max", "maybe"],
+        ["--config-echo", "normalised"],
         ["--max-body-bytes", "0"],
         ["--idempotency-ttl", "0"],
         ["--seed", "1.5"],
@@ -215,13 +217,23 @@ def test_help_lists_every_flag(capsys):
     flags = [
         "--host", "--port", "--token", "--forbidden-token", "--no-unique-names",
         "--no-idempotency", "--idempotency-ttl", "--limit-over-max", "--max-body-bytes",
-        "--state", "--tls-cert", "--tls-key", "--token-file", "--seed", "--latency-ms", "--jitter-ms", "--error-500", "--error-502",
+        "--config-echo", "--state", "--tls-cert", "--tls-key", "--token-file", "--seed", "--latency-ms", "--jitter-ms", "--error-500", "--error-502",
         "--error-503", "--rate-limit", "--rate-limit-burst", "--rate-limit-no-body",
         "--retry-after", "--no-retry-after", "--reset-before-commit", "--reset-after-commit",
         "--slow", "--slow-s",
     ]  # fmt: skip
     for flag in flags:
         assert flag in out
+
+
+def test_every_flag_is_in_the_readme_flags_table():
+    """Each ``provisioner emulator`` flag has a row in the README's emulator flags table."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Flags", 1)[1].split("### ", 1)[0]
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            if flag not in {"--help", "-h"}:
+                assert f"| `{flag}" in table or f", `{flag}" in table, flag
 
 
 def test_help_never_shows_the_token(capsys, monkeypatch):
@@ -238,6 +250,7 @@ def test_every_flag_maps_onto_the_config(monkeypatch):
         "--token", "pt-t", "--forbidden-token", "pt-a", "--forbidden-token", "pt-b",
         "--no-unique-names", "--no-idempotency", "--idempotency-ttl", "60",
         "--limit-over-max", "cap", "--max-body-bytes", "1000", "--state", "s.json",
+        "--config-echo", "normalized",
         "--seed", "5", "--latency-ms", "1", "--jitter-ms", "2", "--error-500", "0.1",
         "--error-502", "0.2", "--error-503", "0.3", "--rate-limit", "10",
         "--rate-limit-burst", "4", "--rate-limit-no-body", "--no-retry-after",
@@ -253,6 +266,7 @@ def test_every_flag_maps_onto_the_config(monkeypatch):
         idempotency_ttl_s=60.0,
         limit_over_max="cap",
         max_body_bytes=1000,
+        config_echo="normalized",
         state_path="s.json",
         faults=FaultPlan(
             seed=5,

@@ -120,3 +120,27 @@ async def test_a_state_file_that_cannot_be_written_fails_the_stop(api, tmp_path)
     await create(api, "a")
     with pytest.raises(OSError, match="missing-dir"):
         await emu.__aexit__(None, None, None)
+
+
+async def test_a_state_file_from_before_status_gets_status_from_archived_at(
+    api, tmp_path
+):
+    """Environments saved without ``status`` load as ``ready``, or ``archived`` if archived."""
+    path = tmp_path / "state.json"
+    async with Emulator(config(path)) as first:
+        api.emulator = first
+        ready = await create(api, "ready")
+        archived = await create(api, "archived")
+        await api("POST", f"/environments/{archived['id']}/archive")
+    data = orjson.loads(path.read_bytes())
+    for saved in data["store"]["scopes"].values():
+        for env in saved["environments"]:
+            del env["status"]
+    path.write_bytes(orjson.dumps(data))
+    async with Emulator(config(path)) as second:
+        api.emulator = second
+        statuses = {
+            env_id: (await api("GET", f"/environments/{env_id}")).json()["status"]
+            for env_id in (ready["id"], archived["id"])
+        }
+    assert statuses == {ready["id"]: "ready", archived["id"]: "archived"}

@@ -1,4 +1,4 @@
-"""Create and update bodies: every validation rule, and the normalised echo, over HTTP."""
+"""Create and update bodies: every validation rule, and both config echoes, over HTTP."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_error, create
+from tests.conftest import Caller, MakeEmulator, assert_error, create
 
 HOSTS = "config.networking.allowed_hosts"
+ALLOWLIST = "required, with at least one host, when networking.type is allowlist"
+
+
+@pytest.fixture
+async def normalized(make_emulator: MakeEmulator, api: Caller) -> Caller:
+    """Raw HTTP calls to an emulator that echoes configs normalised (the newest docs)."""
+    return Caller(api.session, await make_emulator(config_echo="normalized"))
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -37,6 +44,7 @@ REJECTED = [
     (body(name="x" * 256), "name", "must be at most 255 characters, got 256"),
     (body(name="tab\there"), "name", "must not contain control characters"),
     (body(name="nul\x00"), "name", "must not contain control characters"),
+    (body(name="a\u202eb"), "name", "must not contain bidirectional control"),
     (body(description=3), "description", "expected a string, got number"),
     (body(config=...), "config", "field required"),
     (body(config=None), "config", "expected an object, got null"),
@@ -69,6 +77,9 @@ REJECTED = [
         "not allowed when networking.type is unrestricted",
     ),
     (limited(allowed_domains=[]), "config.networking.allowed_domains", "unknown field"),
+    (cloud(networking={"type": "allowlist"}), HOSTS, ALLOWLIST),
+    (cloud(networking={"type": "allowlist", "allowed_hosts": []}), HOSTS, ALLOWLIST),
+    (cloud(networking={"type": "allowlist", "allowed_hosts": None}), HOSTS, ALLOWLIST),
     (limited(allowed_hosts="a.com"), HOSTS, "expected an array, got string"),
     (limited(allowed_hosts=[f"h{i}.com" for i in range(257)]), HOSTS, "at most 256"),
     (limited(allowed_hosts=[1]), f"{HOSTS}.0", "expected a string, got number"),
@@ -122,7 +133,11 @@ REJECTED = [
     (body(metadata=[]), "metadata", "expected an object, got array"),
     (body(metadata={f"k{i}": "v" for i in range(17)}), "metadata", "at most 16 keys"),
     (body(metadata={"": "v"}), "metadata", "keys must be 1 to 64 characters"),
-    (body(metadata={"k" * 65: "v"}), "metadata", "keys must be 1 to 64 characters"),
+    (
+        body(metadata={"k" * 65: "v"}),
+        "metadata." + "k" * 65,
+        "keys must be 1 to 64 characters",
+    ),
     (body(metadata={"team": 1}), "metadata.team", "expected a string, got number"),
     (body(metadata={"team": None}), "metadata.team", "expected a string, got null"),
     (body(metadata={"team": "x" * 513}), "metadata.team", "at most 512 characters"),
@@ -152,13 +167,25 @@ async def test_only_the_first_failure_is_reported(api):
 
 
 @pytest.mark.parametrize("kind", ["limited", "allowlist", "allowed_hosts"])
-async def test_every_allowlist_spelling_is_kept_as_sent_and_filled_in(api, kind):
+async def test_every_allowlist_spelling_is_echoed_exactly_as_sent(api, kind):
+    """By default (the seed) a config is echoed as sent: hosts unsorted, no defaults added."""
+    sent = {
+        "type": kind,
+        "allowed_hosts": ["Pypi.org", "*.Example.com", "pypi.org", "a.io"],
+    }
+    config = {"type": "cloud", "networking": sent, "packages": {"apt": ["curl"]}}
+    env = await create(api, "n", config=config)
+    assert env["config"] == config
+
+
+@pytest.mark.parametrize("kind", ["limited", "allowlist", "allowed_hosts"])
+async def test_every_allowlist_spelling_is_kept_as_sent_and_filled_in(normalized, kind):
     """limited, allowlist and allowed_hosts are accepted and echoed with their defaults."""
     sent = {
         "type": kind,
         "allowed_hosts": ["Pypi.org", "*.Example.com", "pypi.org", "a.io"],
     }
-    env = await create(api, "n", config={"type": "cloud", "networking": sent})
+    env = await create(normalized, "n", config={"type": "cloud", "networking": sent})
     assert env["config"]["networking"] == {
         "type": kind,
         "allowed_hosts": ["*.example.com", "a.io", "pypi.org"],
@@ -167,14 +194,14 @@ async def test_every_allowlist_spelling_is_kept_as_sent_and_filled_in(api, kind)
     }
 
 
-async def test_limited_networking_keeps_its_flags(api):
+async def test_limited_networking_keeps_its_flags(normalized):
     """allow_package_managers and allow_mcp_servers are echoed as sent."""
     sent = {
         "type": "limited",
         "allow_package_managers": True,
         "allow_mcp_servers": True,
     }
-    env = await create(api, "n", config={"type": "cloud", "networking": sent})
+    env = await create(normalized, "n", config={"type": "cloud", "networking": sent})
     assert env["config"]["networking"] == {
         "type": "limited",
         "allowed_hosts": [],
@@ -183,7 +210,7 @@ async def test_limited_networking_keeps_its_flags(api):
     }
 
 
-async def test_packages_are_filled_in_and_kept_in_order(api):
+async def test_packages_are_filled_in_and_kept_in_order(normalized):
     """Missing managers are echoed as [] and listed packages keep their order."""
     packages = {
         "type": "packages",
@@ -191,7 +218,7 @@ async def test_packages_are_filled_in_and_kept_in_order(api):
         "apt": ["git"],
         "cargo": None,
     }
-    env = await create(api, "n", config={"type": "cloud", "packages": packages})
+    env = await create(normalized, "n", config={"type": "cloud", "packages": packages})
     assert env["config"]["packages"] == {
         "type": "packages",
         "apt": ["git"],
@@ -203,9 +230,11 @@ async def test_packages_are_filled_in_and_kept_in_order(api):
     }
 
 
-async def test_self_hosted_config_is_echoed_bare(api):
+async def test_self_hosted_config_is_echoed_bare(normalized):
     """A self_hosted config is stored as ``{"type": "self_hosted"}``."""
-    env = await create(api, "n", config={"type": "self_hosted"})
+    env = await create(
+        normalized, "n", config={"type": "self_hosted", "networking": None}
+    )
     assert env["config"] == {"type": "self_hosted"}
 
 
@@ -227,22 +256,46 @@ async def test_limits_are_inclusive(api):
     assert env["metadata"] == metadata
 
 
-async def test_optional_fields_may_be_null(api):
-    """Null description, networking, packages, setup_script, metadata and scope mean absent."""
-    config = {
+NULL_CONFIGS = [
+    {"type": "cloud", "networking": None, "packages": None, "setup_script": None},
+    {
         "type": "cloud",
-        "networking": None,
-        "packages": None,
-        "setup_script": None,
-    }
+        "networking": {
+            "type": "limited",
+            "allowed_hosts": None,
+            "allow_package_managers": None,
+            "allow_mcp_servers": None,
+        },
+        "packages": {"type": None, "apt": None, "pip": ["x"]},
+    },
+    {
+        "type": "cloud",
+        "networking": {
+            "type": "unrestricted",
+            "allowed_hosts": None,
+            "allow_package_managers": None,
+        },
+    },
+]
+
+
+@pytest.mark.parametrize("config", NULL_CONFIGS)
+async def test_optional_fields_may_be_null(api, normalized, config):
+    """Null in any optional field means absent: echoed as sent, or filled in when normalised."""
     env = await create(
         api, "n", description=None, config=config, metadata=None, scope=None
     )
     assert env["description"] == ""
     assert env["metadata"] == {}
-    assert env["config"]["networking"] == {"type": "unrestricted"}
-    assert "setup_script" not in env["config"]
+    assert env["config"] == config
     assert "scope" not in env
+    filled = (await create(normalized, "n", config=config))["config"]
+    assert filled["networking"]["type"] == (config["networking"] or {}).get(
+        "type", "unrestricted"
+    )
+    assert filled["networking"].get("allowed_hosts", []) == []
+    assert filled["packages"]["apt"] == []
+    assert "setup_script" not in filled
 
 
 async def test_description_scope_and_names_are_kept_as_sent(api):
@@ -255,6 +308,7 @@ async def test_description_scope_and_names_are_kept_as_sent(api):
 
 UPDATE_REJECTED = [
     ({"name": ""}, "name"),
+    ({"config": {"type": "cloud", "networking": {"type": "allowlist"}}}, HOSTS),
     ({"name": None}, "name"),
     ({"config": None}, "config"),
     ({"config": {"type": "cloud", "networking": "limited"}}, "config.networking"),
@@ -276,14 +330,16 @@ async def test_an_invalid_update_is_400_and_changes_nothing(api, sent, param):
     assert (await api("GET", f"/environments/{env['id']}")).json() == env
 
 
-async def test_update_config_is_validated_and_normalised_as_on_create(api):
+async def test_update_config_is_validated_and_normalised_as_on_create(normalized):
     """A config sent to update is normalised like a created one."""
-    env = await create(api, "n")
+    env = await create(normalized, "n")
     config = {
         "type": "cloud",
         "networking": {"type": "allowlist", "allowed_hosts": ["B.io", "b.io"]},
     }
-    answer = await api("PUT", f"/environments/{env['id']}", json={"config": config})
+    answer = await normalized(
+        "PUT", f"/environments/{env['id']}", json={"config": config}
+    )
     assert answer.json()["config"]["networking"]["allowed_hosts"] == ["b.io"]
     assert answer.json()["config"]["packages"]["pip"] == []
 

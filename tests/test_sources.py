@@ -270,6 +270,48 @@ environments:
     assert b.body["config"]["packages"]["pip"] == ["ruff"]
 
 
+def test_yaml_null_in_an_entry_drops_a_default_and_the_spec_is_valid(
+    write: Write,
+) -> None:
+    """An entry's ``null`` replaces a default, is sent as written, and means "absent"."""
+    text = """
+defaults:
+  config:
+    type: cloud
+    networking: {type: limited, allowed_hosts: [pypi.org], allow_package_managers: true}
+    packages: {apt: [git], pip: [ruff]}
+    setup_script: echo hi
+  metadata: {team: core}
+  scope: account
+environments:
+  - name: open
+    config:
+      networking: {type: unrestricted, allowed_hosts: null, allow_package_managers: null}
+      packages: {pip: null}
+      setup_script: null
+    metadata: null
+    scope: null
+  - name: bare
+    config: {networking: null, packages: null}
+"""
+    open_, bare = read(write("a.yaml", text))
+    assert isinstance(open_, Spec), summary([open_])
+    assert isinstance(bare, Spec), summary([bare])
+    assert open_.body["config"] == {
+        "type": "cloud",
+        "networking": {
+            "type": "unrestricted",
+            "allowed_hosts": None,
+            "allow_package_managers": None,
+        },
+        "packages": {"apt": ["git"], "pip": None},
+        "setup_script": None,
+    }
+    assert (open_.body["metadata"], open_.body["scope"]) == (None, None)
+    assert bare.body["config"]["networking"] is None
+    assert bare.body["config"]["packages"] is None
+
+
 def test_yaml_null_defaults_are_no_defaults(write: Write) -> None:
     """``defaults:`` left empty (null) changes nothing in the entries."""
     text = "defaults:\nenvironments:\n  - name: a\n    config: {type: cloud}\n"

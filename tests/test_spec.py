@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from provisioner.spec import (
+    ALLOWLIST_REASON,
     BIDI_REASON,
     MAX_BODY_BYTES,
     canonical_json,
@@ -22,6 +23,9 @@ from provisioner.spec import (
 )
 
 HOST_REASON = "must be a bare hostname or *.domain, without scheme, port or path"
+HOSTS = "config.networking.allowed_hosts"
+# 254 characters in labels of at most 63: one over the hostname limit.
+LONG_HOST = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 62])
 NETWORKING_TYPES = "must be one of: unrestricted, limited, allowlist, allowed_hosts"
 
 
@@ -105,6 +109,9 @@ FULL: dict[str, Any] = {
         pytest.param(body(name="n" * 255), id="255-char-name"),
         pytest.param(body(name=" padded name "), id="name-with-spaces"),
         pytest.param(body(scope="organization"), id="organization-scope"),
+        pytest.param(
+            limited(allowed_hosts=["*." + LONG_HOST[:253]]), id="253-char-wildcard"
+        ),
     ],
 )
 def test_valid_bodies_have_no_errors(spec: dict[str, Any]) -> None:
@@ -178,7 +185,7 @@ def test_valid_bodies_have_no_errors(spec: dict[str, Any]) -> None:
         pytest.param(body(config={}), "config.type", "field required", id="no-type"),
         pytest.param(
             body(config={"type": "managed"}),
-            "config",
+            "config.type",
             "must be one of: cloud, self_hosted",
             id="bad-type",
         ),
@@ -214,13 +221,13 @@ def test_valid_bodies_have_no_errors(spec: dict[str, Any]) -> None:
         ),
         pytest.param(
             cloud(networking={"type": "open"}),
-            "config.networking",
+            "config.networking.type",
             NETWORKING_TYPES,
             id="bad-net-type",
         ),
         pytest.param(
             cloud(networking={"type": 1}),
-            "config.networking",
+            "config.networking.type",
             NETWORKING_TYPES,
             id="num-type",
         ),
@@ -229,6 +236,36 @@ def test_valid_bodies_have_no_errors(spec: dict[str, Any]) -> None:
             "config.networking.allowed_hosts",
             "not allowed when type is unrestricted",
             id="unrestricted-hosts",
+        ),
+        pytest.param(
+            cloud(networking={"type": "unrestricted", "allow_mcp_servers": False}),
+            "config.networking.allow_mcp_servers",
+            "not allowed when type is unrestricted",
+            id="unrestricted-flag",
+        ),
+        pytest.param(
+            cloud(networking={"type": "allowlist"}),
+            HOSTS,
+            ALLOWLIST_REASON,
+            id="allowlist-no-hosts",
+        ),
+        pytest.param(
+            cloud(networking={"type": "allowlist", "allowed_hosts": []}),
+            HOSTS,
+            ALLOWLIST_REASON,
+            id="allowlist-empty-hosts",
+        ),
+        pytest.param(
+            cloud(networking={"type": "allowlist", "allowed_hosts": None}),
+            HOSTS,
+            ALLOWLIST_REASON,
+            id="allowlist-null-hosts",
+        ),
+        pytest.param(
+            limited(allowed_hosts=[LONG_HOST]),
+            f"{HOSTS}.0",
+            "at most 253 characters (got 254)",
+            id="host-too-long",
         ),
         pytest.param(
             limited(allowed_domains=[]),
@@ -444,12 +481,6 @@ def test_valid_bodies_have_no_errors(spec: dict[str, Any]) -> None:
             "must be one of: organization, account",
             id="bad-scope",
         ),
-        pytest.param(
-            body(scope=None),
-            "scope",
-            "must be one of: organization, account",
-            id="null-scope",
-        ),
     ],
 )
 def test_each_broken_rule_is_reported_with_its_field(
@@ -457,6 +488,35 @@ def test_each_broken_rule_is_reported_with_its_field(
 ) -> None:
     """A body that breaks one rule gets exactly that error, at that field."""
     assert errors_of(spec) == [(field, reason)]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(body(metadata=None), id="metadata"),
+        pytest.param(body(scope=None), id="scope"),
+        pytest.param(cloud(networking=None), id="networking"),
+        pytest.param(cloud(packages=None), id="packages"),
+        pytest.param(cloud(setup_script=None), id="setup-script"),
+        pytest.param(cloud(packages={"pip": None, "apt": ["git"]}), id="package-list"),
+        pytest.param(cloud(packages={"type": None}), id="packages-type"),
+        pytest.param(limited(allowed_hosts=None), id="allowed-hosts"),
+        pytest.param(
+            limited(allow_package_managers=None, allow_mcp_servers=None), id="flags"
+        ),
+        pytest.param(
+            cloud(networking={"type": "unrestricted", "allowed_hosts": None}),
+            id="unrestricted-hosts",
+        ),
+        pytest.param(
+            body(config={"type": "self_hosted", "networking": None, "packages": None}),
+            id="self-hosted",
+        ),
+    ],
+)
+def test_null_in_an_optional_field_means_absent(spec: dict[str, Any]) -> None:
+    """``null`` for an optional field is accepted as "not sent", as the emulator does."""
+    assert validate_body(spec) == []
 
 
 def test_every_error_of_a_body_is_reported_together() -> None:

@@ -311,7 +311,7 @@ class Api:
     # -- operations ---------------------------------------------------------------
 
     def _create(self, call: Call) -> tuple[int, Any]:
-        fields = validate_create(parse_body(call.raw))
+        fields = validate_create(parse_body(call.raw), echo=self.config.config_echo)
         env = self.store.create(call.scope, fields)
         self.stats.creations += 1
         return 201, env
@@ -325,7 +325,7 @@ class Api:
 
     def _update(self, call: Call) -> tuple[int, Any]:
         self.store.get(call.scope, call.env_id)  # 404 before 400
-        patch = validate_update(parse_body(call.raw))
+        patch = validate_update(parse_body(call.raw), echo=self.config.config_echo)
         return 200, self.store.update(call.scope, call.env_id, patch)
 
     def _archive(self, call: Call) -> tuple[int, Any]:

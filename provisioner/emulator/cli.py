@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from provisioner.emulator.config import DEFAULT_MAX_BODY_BYTES, EmulatorConfig
 from provisioner.emulator.faults import FaultPlan
 from provisioner.emulator.server import Emulator
+from provisioner.emulator.validation import CONFIG_ECHOES
 
 PROG = "provisioner emulator"
 EXIT_OK, EXIT_OS, EXIT_USAGE = 0, 1, 2
@@ -174,6 +175,12 @@ def _server_flags(group: argparse._ArgumentGroup) -> None:
         help="list limit > 100: 400 or cap to 100",
     )
     add(
+        "--config-echo",
+        choices=CONFIG_ECHOES,
+        default="as-sent",
+        help="echo an environment's config as sent (the seed) or normalized (newest docs)",
+    )
+    add(
         "--max-body-bytes",
         type=_integer(1),
         default=DEFAULT_MAX_BODY_BYTES,
@@ -199,6 +206,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         idempotency_ttl_s=args.idempotency_ttl,
         limit_over_max=args.limit_over_max,
         max_body_bytes=args.max_body_bytes,
+        config_echo=args.config_echo,
         state_path=args.state,
         faults=plan,
         tls_cert=args.tls_cert,

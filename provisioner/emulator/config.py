@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from provisioner.emulator.faults import FaultPlan
+from provisioner.emulator.validation import CONFIG_ECHOES, ConfigEcho
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -23,6 +24,8 @@ class EmulatorConfig:
         idempotency_ttl_s: how long a stored answer can be replayed.
         limit_over_max: a list ``limit`` above 100 is rejected (400) or capped to 100.
         max_body_bytes: a larger body gets 400 ``invalid_request_error`` (not 413).
+        config_echo: an Environment's ``config`` is echoed ``as-sent`` (the seed's
+            create example) or ``normalized``, every sub-field filled in (the newest docs).
         state_path: JSON state file, loaded at start and saved atomically when dirty
             (at least every second) and on stop; None keeps state in memory only.
         faults: the live fault plan (this very object is mutated by the admin routes).
@@ -38,6 +41,7 @@ class EmulatorConfig:
     idempotency_ttl_s: float = 86400.0
     limit_over_max: Literal["reject", "cap"] = "reject"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    config_echo: ConfigEcho = "as-sent"
     state_path: str | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     tls_cert: str | None = None
@@ -47,6 +51,10 @@ class EmulatorConfig:
         if self.limit_over_max not in ("reject", "cap"):
             raise ValueError(
                 f"limit_over_max must be 'reject' or 'cap', got {self.limit_over_max!r}"
+            )
+        if self.config_echo not in CONFIG_ECHOES:
+            raise ValueError(
+                f"config_echo must be 'as-sent' or 'normalized', got {self.config_echo!r}"
             )
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")

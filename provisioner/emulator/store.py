@@ -1,5 +1,9 @@
 """Environments, per token: create, read, update, archive, delete, list; and snapshots.
 
+Every Environment carries ``status``: ``"ready"``, then ``"archived"`` once archived
+(the seed's response example and field table; the newest docs drop it for ``archived_at``,
+which is kept too).
+
 Each token sees its own environments (the scope key is a hash of the token, so a state
 file never holds a token). Ids are kept in a sorted list so a page is a bisect away.
 """
@@ -17,6 +21,7 @@ from provisioner.emulator.pagination import ListQuery, paginate
 from provisioner.emulator.validation import apply_metadata
 
 Env = dict[str, Any]
+READY, ARCHIVED = "ready", "archived"
 
 
 @dataclass(slots=True)
@@ -52,7 +57,10 @@ class Store:
         self._check_name_free(scope, name)
         stamp, unix_ms = clock()
         env_id = self._ids.next_id(unix_ms)
-        env: Env = {"id": env_id, "type": "environment", **fields}
+        # The seed's field order: id, type, name, description, status, config, ...
+        env: Env = {"id": env_id, "type": "environment", "name": name}
+        env.update(description=fields["description"], status=READY)
+        env.update(fields)  # keys already present keep their place
         env.update(archived_at=None, created_at=stamp, updated_at=stamp)
         scope.envs[env_id] = env
         if not scope.ids or env_id > scope.ids[-1]:
@@ -98,7 +106,7 @@ class Store:
         if env["archived_at"] is not None:
             raise conflict(f"Environment {env_id} is already archived")
         stamp = clock()[0]
-        env.update(archived_at=stamp, updated_at=stamp)
+        env.update(status=ARCHIVED, archived_at=stamp, updated_at=stamp)
         self.dirty = True
         return env
 
@@ -181,6 +189,8 @@ class Store:
 
     def _load(self, scope: Scope, env: Env) -> None:
         env_id = env["id"]
+        # State files written before ``status`` existed
+        env.setdefault("status", READY if env["archived_at"] is None else ARCHIVED)
         scope.envs[env_id] = env
         insort(scope.ids, env_id)
         scope.names.setdefault(env["name"], env_id)

@@ -4,13 +4,15 @@ Each check raises ``ApiError`` 400 ``invalid_request_error`` whose message start
 dotted field path (``config.networking: expected an object, got string``) and whose
 ``param`` is that path. Fields are checked in this order: unknown top-level keys, name,
 description, config, metadata, scope; inside an object, keys in the order sent.
+``null`` in an optional field means the field is absent (also for a field that another
+variant would not allow, such as ``allowed_hosts`` of an ``unrestricted`` network).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -33,6 +35,8 @@ METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidirectional controls make a name read as another in a list.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _PACKAGE_BAD = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"(?:\*\.)?(?=[^*]{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
@@ -47,6 +51,8 @@ _JSON_TYPES = {
 }
 
 MetadataPatch = dict[str, str | None] | None  # None: clear every key
+ConfigEcho = Literal["as-sent", "normalized"]
+CONFIG_ECHOES: tuple[ConfigEcho, ...] = ("as-sent", "normalized")
 
 
 def json_type(value: object) -> str:
@@ -75,8 +81,12 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def validate_create(body: dict[str, Any]) -> dict[str, Any]:
-    """The stored fields of a new environment, normalised, or 400."""
+def validate_create(body: dict[str, Any], *, echo: ConfigEcho) -> dict[str, Any]:
+    """The stored fields of a new environment, or 400.
+
+    ``config`` is stored as ``echo`` says: exactly as sent (the seed's example), or
+    normalised with every sub-field filled in (the newest docs).
+    """
     _only(body, TOP_LEVEL_KEYS, "")
     if "name" not in body:
         raise invalid("name", "field required")
@@ -84,15 +94,15 @@ def validate_create(body: dict[str, Any]) -> dict[str, Any]:
     fields["description"] = _description(body.get("description"))
     if "config" not in body:
         raise invalid("config", "field required")
-    fields["config"] = normalise_config(body["config"])
+    fields["config"] = _config(body["config"], echo)
     fields["metadata"] = _metadata(body.get("metadata"))
     if body.get("scope") is not None:
         fields["scope"] = _scope(body["scope"])
     return fields
 
 
-def validate_update(body: dict[str, Any]) -> dict[str, Any]:
-    """The fields an update changes (metadata as a patch), or 400."""
+def validate_update(body: dict[str, Any], *, echo: ConfigEcho) -> dict[str, Any]:
+    """The fields an update changes (metadata as a patch, config as on create), or 400."""
     _only(body, TOP_LEVEL_KEYS, "")
     patch: dict[str, Any] = {}
     if "name" in body:
@@ -100,7 +110,7 @@ def validate_update(body: dict[str, Any]) -> dict[str, Any]:
     if "description" in body:
         patch["description"] = _description(body["description"])
     if "config" in body:
-        patch["config"] = normalise_config(body["config"])
+        patch["config"] = _config(body["config"], echo)
     if "metadata" in body:
         patch["metadata"] = _metadata_patch(body["metadata"])
     if body.get("scope") is not None:
@@ -126,18 +136,20 @@ def apply_metadata(current: dict[str, str], patch: MetadataPatch) -> dict[str, s
     return merged
 
 
+def _config(value: object, echo: ConfigEcho) -> dict[str, Any]:
+    normal = normalise_config(value)
+    # A checked config is an object; the parsed body is ours, so no copy is needed.
+    return normal if echo == "normalized" else _object("config", value)
+
+
 def normalise_config(value: object) -> dict[str, Any]:
-    """``config`` as the API echoes it (every sub-field filled in), or 400."""
+    """``config`` as the newest docs echo it (every sub-field filled in), or 400."""
     config = _object("config", value)
     if "type" not in config:
         raise invalid("config.type", "field required")
     kind = config["type"]
     if kind == "self_hosted":
-        for key in config:
-            if key != "type":
-                raise invalid(
-                    f"config.{key}", "not allowed when config.type is self_hosted"
-                )
+        _only_type(config, "config", "config.type is self_hosted")
         return {"type": "self_hosted"}
     if kind != "cloud":
         raise invalid(
@@ -152,6 +164,13 @@ def normalise_config(value: object) -> dict[str, Any]:
     if config.get("setup_script") is not None:
         normal["setup_script"] = _setup_script(config["setup_script"])
     return normal
+
+
+def _only_type(value: Mapping[str, Any], path: str, when: str) -> None:
+    """A variant that holds only ``type``: any other key must be absent or null."""
+    for key, item in value.items():
+        if key != "type" and item is not None:
+            raise invalid(f"{path}.{key}", f"not allowed when {when}")
 
 
 def _only(body: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -202,6 +221,8 @@ def _name(value: object) -> str:
         )
     if _CONTROL.search(name):
         raise invalid("name", "must not contain control characters")
+    if _BIDI.search(name):
+        raise invalid("name", "must not contain bidirectional control characters")
     return name
 
 
@@ -226,19 +247,22 @@ def _networking(value: object) -> dict[str, Any]:
         raise invalid(f"{path}.type", "field required")
     kind = networking["type"]
     if kind == "unrestricted":
-        for key in networking:
-            if key != "type":
-                raise invalid(
-                    f"{path}.{key}", "not allowed when networking.type is unrestricted"
-                )
+        _only_type(networking, path, "networking.type is unrestricted")
         return {"type": "unrestricted"}
     if kind not in NETWORKING_TYPES:
         expected = ", ".join(NETWORKING_TYPES)
         raise invalid(f"{path}.type", f"must be one of {expected}, got {shown(kind)}")
     _only(networking, LIMITED_KEYS, f"{path}.")
+    hosts = _hosts(networking.get("allowed_hosts"))
+    if kind == "allowlist" and not hosts:
+        # The seed: allowed_hosts is needed for (only) the allowlist type.
+        raise invalid(
+            f"{path}.allowed_hosts",
+            "required, with at least one host, when networking.type is allowlist",
+        )
     return {
         "type": kind,
-        "allowed_hosts": _hosts(networking.get("allowed_hosts")),
+        "allowed_hosts": hosts,
         "allow_package_managers": _flag(
             f"{path}.allow_package_managers", networking.get("allow_package_managers")
         ),
@@ -273,7 +297,7 @@ def _packages(value: object) -> dict[str, Any]:
     for key, entries in packages.items():
         path = f"config.packages.{key}"
         if key == "type":
-            if entries != "packages":
+            if entries not in ("packages", None):
                 raise invalid(path, f'must be "packages", got {shown(entries)}')
         elif key in MANAGERS:
             normal[key] = [] if entries is None else _package_list(path, entries)
@@ -341,7 +365,7 @@ def _metadata_patch(value: object) -> MetadataPatch:
 def _metadata_entry(key: str, value: object, *, nullable: bool) -> None:
     if not key or len(key) > METADATA_KEY_MAX_CHARS:
         raise invalid(
-            "metadata",
+            f"metadata.{key}" if key else "metadata",
             f"keys must be 1 to {METADATA_KEY_MAX_CHARS} characters, got {shown(key)}",
         )
     if value is None and nullable:
