@@ -1,6 +1,7 @@
 """The command line: argv and environment to settings, run, outcome to exit code.
 
-``provisioner run``, ``provisioner validate`` and ``provisioner emulator``.
+``provisioner run``, ``provisioner validate`` and ``provisioner emulator``;
+``provisioner plan`` is in ``plancli.py``, the queue commands in ``queuecli.py``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def _dispatch(args_list: list[str]) -> int:
         check_combinations(args, given)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "plan":
+            from provisioner.plancli import cmd_plan  # noqa: PLC0415 - only plan needs it
+
+            return cmd_plan(args)
         from provisioner.queuecli import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
 
         return COMMANDS[args.command](args)
@@ -164,6 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         concurrency=settings.concurrency,
         on_conflict=settings.on_conflict,
         sandbox=sandbox_faults(args.sandbox_faults) if args.sandbox else None,
+        update=bool(args.update),
     )
     log.configure(
         fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
@@ -185,7 +191,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return ExitCode.USAGE
-        resume = _prepare_log(settings, logged, report, engine.target)
+        resume = _prepare_log(settings, logged, report, engine)
         _warn_foreign(resume, settings, engine.target, plan.scrub)
         summary = eventloop.run(_run(plan, files, report, resume))
     _report(summary, plan, report)
@@ -234,7 +240,7 @@ def _read_log(settings: RunSettings, target: str) -> LogState:
 
 
 def _prepare_log(
-    settings: RunSettings, logged: LogState, report: ScanReport, target: str
+    settings: RunSettings, logged: LogState, report: ScanReport, engine: Engine
 ) -> ResumeState:
     if settings.is_stdout_results:
         return ResumeState(done={})
@@ -246,10 +252,11 @@ def _prepare_log(
     return prepare_resume(
         settings.results_path,
         logged,
-        target=target,
+        target=engine.target,
         input_names=report.found,
         input_keys=report.keys,
         retry_failed=settings.retry_failed,
+        redo_drifted=engine.update,
     )
 
 

@@ -86,6 +86,15 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
+class Updated:
+    """A successful update: the Environment as the server returned it."""
+
+    environment: dict[str, Any]
+    http_status: int
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of the list endpoint."""
 
@@ -203,7 +212,7 @@ def open_session(
 
 
 class ApiClient:
-    """Create, get and list environments.
+    """Create, update, get and list environments.
 
     Args:
         session: an open connection pool; the caller owns and closes it.
@@ -285,6 +294,53 @@ class ApiClient:
             http_status=status,
             request_id=request_id(resp_headers, payload),
             is_replay=resp_headers.get("Idempotent-Replayed", "").lower() == "true",
+        )
+
+    async def update(
+        self,
+        env_id: str,
+        body: Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        attempt: int = 1,
+    ) -> Updated:
+        """``POST /environments/{id}`` (the newest docs' update) with an ``Idempotency-Key``.
+
+        Only an answer that is the environment ``env_id`` is a success.
+
+        Raises:
+            ValueError: ``env_id`` is not ``env_`` + 32 hex digits.
+            ApiError: (or a subclass) for an error status or a redirect.
+            TransportError: no usable answer; ``bad_answer`` (ambiguous) for a
+                body that is not this environment or is above the cap.
+        """
+        if not is_env_id(env_id):
+            raise ValueError(f"not an environment id: {env_id!r}")
+        path = f"/environments/{env_id}"
+        extra = header_block(
+            {
+                "Idempotency-Key": idempotency_key,
+                "X-Qoder-Retry-Count": str(attempt - 1),
+            }
+        )
+        status, payload, resp_headers = await self._send(
+            f"POST {path}",
+            request_line("POST", self._prefix + path)
+            + self._headers
+            + self._json
+            + extra,
+            orjson.dumps(body),
+        )
+        if not isinstance(payload, dict) or payload.get("id") != env_id:
+            raise TransportError(
+                self._scrub(f"HTTP {status} update: {describe_missing_id(payload)}"),
+                is_ambiguous=True,
+                error_type="bad_answer",
+            )
+        return Updated(
+            environment=payload,
+            http_status=status,
+            request_id=request_id(resp_headers, payload),
         )
 
     async def get(self, env_id: str) -> dict[str, Any]:
@@ -427,6 +483,7 @@ __all__ = [
     "Created",
     "ListWalk",
     "Page",
+    "Updated",
     "WalkLimits",
     "next_cursor",
     "open_session",

@@ -40,6 +40,8 @@ class Engine:
         concurrency: requests in flight at most (sizes the connection pool).
         on_conflict: a name that exists already is ``exists`` or ``failed``.
         sandbox: the fault plan of an in-process emulator to run against, if any.
+        update: environments that exist with another description, config or
+            metadata are updated in place (``run --update``).
     """
 
     api: ApiSettings
@@ -47,6 +49,7 @@ class Engine:
     concurrency: int
     on_conflict: OnConflict = "exists"
     sandbox: dict[str, Any] | None = None
+    update: bool = False
 
     @property
     def target(self) -> str:
@@ -78,6 +81,7 @@ async def open_pipeline(
             target=engine.target,
             on_conflict=engine.on_conflict,
             replay_is_ours=replay_is_ours,
+            update=engine.update,
         )
 
 

@@ -180,7 +180,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--ca-file", _path, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
     Flag("--allow-insecure-http", None, False, "allow a plain http:// API URL that is not loopback (sends the token unencrypted)"),
     Flag("--concurrency", _number(int, 1), _default(RunSettings, "concurrency"), "requests in flight at most (default %(default)s)", "N"),
-    Flag("--rate", _rate, _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited; auto = find the server's limit (default %(default)s)", "R"),
+    Flag("--rate", _rate, _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited; auto = find the server's limit (a worker's pool learns it together) (default %(default)s)", "R"),
     Flag("--timeout", _positive(float), _default(ApiSettings, "timeout_s"), "seconds per request (default %(default)s)", "S"),
     Flag("--max-attempts", _number(int, 1), _default(RetryPolicy, "max_attempts"), "attempts per request, the first included (default %(default)s)", "N"),
     Flag("--deadline", _positive(float), _default(RetryPolicy, "deadline_s"), "seconds after a spec's first attempt when no new attempt starts (default %(default)s)", "S"),
@@ -206,6 +206,8 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--max-deliveries", _number(int, 1), _default(WorkerSettings, "max_deliveries"), "deliveries of one message before it goes to the dead letters (default %(default)s)", "N"),
     Flag("--exit-when-empty", None, False, "stop once the stream is drained and nothing is pending (one-shot tasks)"),
     Flag("--format", _choice(("text", "json")), "text", "text or json (default %(default)s)", "{text,json}"),
+    Flag("--update", None, False, "update environments that exist with another description, config or metadata in place (same id); without it, that drift is only reported"),
+    Flag("--detailed-exitcode", None, False, "exit 2 when the plan has changes (0: none, 1: error), as terraform plan does"),
 )}  # fmt: skip
 
 _API = (
@@ -216,7 +218,10 @@ _API = (
 _REDIS = ("--redis", "--redis-password-file", "--redis-ca-file", "--stream")
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
-            "--skip-invalid", "--resume", "--retry-failed", "--no-progress"),
+            "--skip-invalid", "--resume", "--retry-failed", "--no-progress", "--update"),
+    "plan": ("--token-file", "--ca-file", "--allow-insecure-http", "--rate", "--timeout",
+             "--max-attempts", "--deadline", "--backoff", "--backoff-max",
+             "--log-format", "--log-level", "--format", "--detailed-exitcode"),
     "enqueue": (*_REDIS, "--log-format", "--log-level"),
     "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
                "--exit-when-empty", "--results", *_API),
@@ -226,8 +231,30 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
 RUN_FLAGS: tuple[Flag, ...] = tuple(FLAGS[name] for name in COMMAND_FLAGS["run"])
 
 
-def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
-    text = f"{flag.help} [env {' or '.join(flag.env_names)}]"
+#: Defaults that differ by command, each taken from that command's settings.
+_COMMAND_DEFAULTS: dict[tuple[str, str], Any] = {
+    # A pool learns the server's limit together unless told a rate.
+    ("worker", "--rate"): AUTO_RATE
+    if _default(WorkerSettings, "adaptive_rate")
+    else _default(WorkerSettings, "rate_per_s"),
+}
+
+
+def flag_default(command: str, flag: Flag) -> Any:
+    """What ``flag`` is for ``command`` when neither argv nor the environment sets it."""
+    return _COMMAND_DEFAULTS.get((command, flag.name), flag.default)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _add_flag(parser: argparse.ArgumentParser, command: str, flag: Flag) -> None:
+    # argparse's own %(default)s would show None: the real default is applied later.
+    shown = _shown(flag_default(command, flag))
+    text = (
+        f"{flag.help.replace('%(default)s', shown)} [env {' or '.join(flag.env_names)}]"
+    )
     if flag.convert is None:
         action: Any = argparse.BooleanOptionalAction if flag.negatable else "store_true"
         parser.add_argument(flag.name, action=action, default=None, help=text)
@@ -267,7 +294,7 @@ def _add_command(
     if api:
         _add_api_url(parser)
     for name in COMMAND_FLAGS[command]:
-        _add_flag(parser, FLAGS[name])
+        _add_flag(parser, command, FLAGS[name])
 
 
 def resolve_env(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
@@ -285,7 +312,11 @@ def resolve_env(args: argparse.Namespace, env: Mapping[str, str]) -> set[str]:
             given.add(flag.dest)
             continue
         found = next(((var, env[var]) for var in flag.env_names if var in env), None)
-        value = flag.default if found is None else _from_env(flag, *found)
+        value = (
+            flag_default(args.command, flag)
+            if found is None
+            else _from_env(flag, *found)
+        )
         setattr(args, flag.dest, value)
     return given
 
@@ -319,6 +350,10 @@ def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
         raise UsageError(
             "--token-file and --sandbox exclude each other (the sandbox makes its own token)"
         )
+    if args.update and args.on_conflict == "fail":
+        raise UsageError(
+            "--update and --on-conflict fail exclude each other (an existing name would fail, not update)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     validate.add_argument("jobs", nargs="+", metavar="JOB")
+    _add_command(
+        sub, "plan", jobs=True, api=True,
+        summary="show what run would create and update, sending no write",
+        description="Validate job files, read every environment once (archived included) and show per spec whether run would create it, update it (run --update), leave it unchanged, or cannot (conflict).",
+    )  # fmt: skip
     _add_command(
         sub, "enqueue", jobs=True, api=False,
         summary="validate job files and queue their specs on a Redis stream",

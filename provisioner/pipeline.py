@@ -1,10 +1,12 @@
 """One spec, from its first request to its record: ``provision(spec) -> Result``.
 
 The pipeline sends a spec's create with its key, retries what is worth
-retrying, looks the name up before re-creating after an answer that may have
-been lost, reconciles name conflicts, and turns what it saw into one record
-(see ``outcome.py`` for the decisions). It knows nothing of files, queues or
-terminals: the file runner and the queue worker both drive it.
+retrying (through :mod:`provisioner.sender`), looks the name up before
+re-creating after an answer that may have been lost, reconciles name conflicts,
+compares an environment that exists with its spec (:mod:`provisioner.drift`)
+and, with ``update``, updates it in place; then it turns what it saw into one
+record (see ``outcome.py`` for the decisions). It knows nothing of files,
+queues or terminals: the file runner and the queue worker both drive it.
 
 ``provision`` returns ``None`` when the run's drain cut the spec short before it
 settled: such a spec gets no record, so a later run (or delivery) redoes it.
@@ -12,21 +14,20 @@ settled: such a spec gets no record, so a later run (or delivery) redoes it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TypeVar
+from typing import Any
 
 import structlog
 
-from provisioner.client import TLS_ERROR, ApiClient, Created, Page
+from provisioner.client import TLS_ERROR, ApiClient, Created, Page, Updated
+from provisioner.drift import drift, update_body, update_key
 from provisioner.errors import (
     ApiError,
     AuthError,
     ConflictError,
     TransportError,
 )
-from provisioner.httpstatus import meaning
 from provisioner.outcome import (
     OnConflict,
     conflict_status,
@@ -36,50 +37,19 @@ from provisioner.outcome import (
     replay_status,
 )
 from provisioner.ratelimit import RateLimiter
-from provisioner.reconcile import NameIndex, created_by_us
+from provisioner.reconcile import NameIndex, created_by_us, is_archived, predates
 from provisioner.results import ErrorInfo, Result, Status
 from provisioner.retry import RetryBudget, RetryPolicy, decide
+from provisioner.sender import DrainedError, PipelineCounts, Sender, SpecAttempts
 from provisioner.sources import Spec
 from provisioner.stopping import StopController
 from provisioner.summary import StopKind, StopReason, utcnow
 
-T = TypeVar("T")
 log = structlog.get_logger("provisioner.pipeline")
 
 
-class _DrainedError(Exception):
-    """A request the drain kept from being sent: the spec stays unsettled, no record."""
-
-
-@dataclass(slots=True)
-class SpecAttempts:
-    """What one spec's requests have seen so far.
-
-    ``count`` is create requests sent; ``last_status`` and ``request_id`` are
-    those of the last create answer; ``create_error`` is the last create's
-    failure and ``lookup_error`` the failure of a name lookup made after it.
-    """
-
-    count: int = 0
-    last_status: int | None = None
-    request_id: str | None = None
-    ambiguous_since: datetime | None = None
-    last_cost: int = 0
-    create_error: ApiError | TransportError | None = None
-    lookup_error: BaseException | None = None
-    started: datetime = field(default_factory=utcnow)
-
-
-@dataclass(slots=True)
-class PipelineCounts:
-    """Requests sent (creates and list pages) and retries scheduled."""
-
-    requests: int = 0
-    retries: int = 0
-
-
 class Pipeline:
-    """Creates one environment per call, with retries and reconciliation.
+    """Creates (or, with ``update``, converges) one environment per call.
 
     Args:
         client: the API client (its session is owned by the caller).
@@ -91,6 +61,9 @@ class Pipeline:
         on_conflict: a name that exists already is ``exists`` or ``failed``.
         replay_is_ours: a replayed answer comes from an earlier try of this
             very job (a resumed log, a redelivered message): ``created``.
+        update: an environment that exists with another description, config
+            or metadata is updated in place (``updated``); otherwise it is
+            ``exists``, its differences named in the record's ``drift``.
         clock: the current UTC time.
     """
 
@@ -105,25 +78,30 @@ class Pipeline:
         target: str | None,
         on_conflict: OnConflict = "exists",
         replay_is_ours: bool = False,
+        update: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._client = client
-        self._policy = policy
-        self._budget = budget
-        self._limiter = limiter
         self._stop = stop
         self._target = target
         self._on_conflict = on_conflict
         self._replay_is_ours = replay_is_ours
+        self._update = update
         self._clock = clock
         self._names = NameIndex(self._list_page)
         self.counts = PipelineCounts()
+        self._sender = Sender(
+            policy=policy, budget=budget, limiter=limiter, stop=stop, counts=self.counts
+        )
 
     async def provision(self, spec: Spec) -> Result | None:
-        """Create ``spec``'s environment; every failure becomes a record (the per-spec boundary)."""
+        """Create ``spec``'s environment (or find it, and with ``update`` converge it).
+
+        Every failure becomes a record (the per-spec boundary).
+        """
         tries = SpecAttempts(started=self._clock())
         try:
-            created = await self._with_retries(
+            created = await self._sender.send(
                 tries, spec, self._send_create(spec, tries)
             )
         except ConflictError as exc:
@@ -131,13 +109,26 @@ class Pipeline:
                 return await self._on_name_conflict(spec, tries, exc)
             return self._failed(spec, tries, exc)
         except Exception as exc:  # noqa: BLE001 - the per-spec error boundary
-            self._stop_if_hopeless(exc)
-            if isinstance(exc, _DrainedError) or (
-                self._stop.is_stopping and decide(exc).retry
-            ):
+            if self._is_cut_short(exc):
                 return None  # cut short by the drain: unsettled, so no record
             return self._failed(spec, tries, exc)
-        return self._on_created(spec, tries, created)
+        return await self._on_created(spec, tries, created)
+
+    async def environments(self) -> dict[str, dict[str, Any]]:
+        """Every environment by name (the newest of each), from one walk of the list.
+
+        Raises:
+            ApiError, TransportError: the walk failed (after retries).
+            DrainedError: the run is stopping.
+        """
+        return await self._names.all()
+
+    def _is_cut_short(self, exc: Exception) -> bool:
+        """Whether the drain cut the spec short (no record); stops a hopeless run."""
+        self._stop_if_hopeless(exc)
+        return isinstance(exc, DrainedError) or (
+            self._stop.is_stopping and decide(exc).retry
+        )
 
     def _stop_if_hopeless(self, exc: Exception) -> None:
         """A bad token or an untrusted certificate fails every request alike: stop."""
@@ -147,10 +138,16 @@ class Pipeline:
         elif isinstance(exc, TransportError) and exc.error_type == TLS_ERROR:
             self._stop.stop(StopReason(StopKind.TLS, f"TLS failed: {exc}"))
 
-    def _on_created(self, spec: Spec, tries: SpecAttempts, created: Created) -> Result:
+    async def _on_created(
+        self, spec: Spec, tries: SpecAttempts, created: Created
+    ) -> Result | None:
+        first_sent_at = tries.ambiguous_since
         status = replay_status(
             is_replay=created.is_replay,
-            was_ambiguous=tries.ambiguous_since is not None,
+            # A replay of an environment older than our first attempt answers
+            # an earlier job's create, even after a lost answer of ours.
+            was_ambiguous=first_sent_at is not None
+            and not predates(created.environment, first_sent_at),
             replay_is_ours=self._replay_is_ours,
         )
         if status == "exists" and self._on_conflict == "fail":
@@ -161,8 +158,26 @@ class Pipeline:
                 error_type="conflict_error",
             )
             return self._failed(spec, tries, existed, env_id=created.env_id)
+        if status == "exists":
+            # A replay answers with the environment as it was created: compare
+            # the spec with what it is now.
+            env = await self._current(spec, created)
+            return await self._on_existing(spec, tries, env, via="replay")
         log.debug(f"env.{status}", name=spec.name, env_id=created.env_id)
         return self._result(spec, tries, status, env_id=created.env_id)
+
+    async def _current(self, spec: Spec, created: Created) -> Mapping[str, Any]:
+        """The environment as it is now; as answered, when it cannot be read."""
+
+        async def send() -> dict[str, Any]:
+            self.counts.requests += 1
+            return await self._client.get(created.env_id)
+
+        try:
+            return await self._sender.send(SpecAttempts(), spec, send)
+        except Exception as exc:  # noqa: BLE001 - the spec exists either way
+            log.warning("env.lookup_failed", name=spec.name, error_type=error_type(exc))
+            return created.environment
 
     def _send_create(
         self, spec: Spec, tries: SpecAttempts
@@ -218,95 +233,19 @@ class Pipeline:
             environment=env, http_status=200, request_id=None, is_replay=True
         )
 
-    async def _with_retries(
-        self, tries: SpecAttempts, spec: Spec | None, send: Callable[[], Awaitable[T]]
-    ) -> T:
-        # Most requests succeed at once: the retry machinery starts at the first failure.
-        try:
-            answer = await self._attempt(send)
-        except Exception as first:  # noqa: BLE001 - handed on to the retry decision
-            answer = await self._retry_after(first, tries, spec, send)
-        self._budget.deposit(
-            tries.last_cost if tries.count > 1 else self._budget.success_reward
-        )
-        return answer
-
-    async def _retry_after(
-        self,
-        first: Exception,
-        tries: SpecAttempts,
-        spec: Spec | None,
-        send: Callable[[], Awaitable[T]],
-    ) -> T:
-        """Attempts after a failed first one (tenacity's attempt 1 is that failure)."""
-        pending: Exception | None = first
-        retrying = self._policy.retrying(
-            budget=self._budget,
-            is_stopping=lambda: self._stop.is_stopping,
-            on_retry=lambda exc, attempt, wait_s: self._on_retry(
-                spec, tries, exc, attempt, wait_s
-            ),
-            sleep=lambda seconds: self._stop.sleep(seconds, sleep=self._policy.sleep),
-        )
-        async for attempt in retrying:
-            with attempt:
-                if pending is not None:
-                    failure, pending = pending, None
-                    raise failure
-                answer = await self._attempt(send)
-        return answer
-
-    async def _attempt(self, send: Callable[[], Awaitable[T]]) -> T:
-        # A request not yet sent when the run stops is not "in flight": drop it
-        # (no record; a later run sends it).
-        if self._stop.is_stopping:
-            raise _DrainedError
-        await self._limiter.acquire()
-        if self._stop.is_stopping:
-            raise _DrainedError
-        try:
-            answer = await send()
-        except ApiError as exc:
-            slows_down = meaning(exc.status).slows_down
-            self._limiter.feedback(
-                throttled=slows_down, retry_after_s=exc.retry_after_s
-            )
-            raise
-        self._limiter.feedback(throttled=False)
-        return answer
-
-    def _on_retry(
-        self,
-        spec: Spec | None,
-        tries: SpecAttempts,
-        exc: BaseException,
-        attempt: int,
-        wait_s: float,
-    ) -> None:
-        self.counts.retries += 1
-        tries.last_cost = self._budget.cost_of(exc)
-        log.debug(
-            "request.retry_scheduled",
-            name=spec.name if spec else None,
-            attempt=attempt,
-            wait_s=round(wait_s, 3),
-            error_type=error_type(exc),
-            status=getattr(exc, "status", None),
-        )
-
     async def _list_page(self, cursor: str | None, use_page: bool) -> Page:
         async def send() -> Page:
             self.counts.requests += 1
             return await self._client.list_page(cursor=cursor, use_page=use_page)
 
-        return await self._with_retries(SpecAttempts(), None, send)
+        return await self._sender.send(SpecAttempts(), None, send)
 
     async def _on_name_conflict(
         self, spec: Spec, tries: SpecAttempts, exc: ConflictError
     ) -> Result | None:
         try:
             env = await self._names.find(spec.name)
-        except _DrainedError:
+        except DrainedError:
             return None
         except Exception as lookup:  # noqa: BLE001 - still part of the per-spec boundary
             log.warning(
@@ -322,8 +261,78 @@ class Pipeline:
         status = conflict_status(is_ours=is_ours, on_conflict=self._on_conflict)
         if status == "failed":
             return self._failed(spec, tries, exc, env_id=env_id)
+        if status == "exists":
+            return await self._on_existing(spec, tries, env, via="conflict_lookup")
         log.info(f"env.{status}", name=spec.name, env_id=env_id, via="conflict_lookup")
         return self._result(spec, tries, status, env_id=env_id)
+
+    async def _on_existing(
+        self, spec: Spec, tries: SpecAttempts, env: Mapping[str, Any], *, via: str
+    ) -> Result | None:
+        """An environment that was there before: ``exists`` (with its drift), or updated.
+
+        An archived one is never updated (the API refuses): it stays ``exists``.
+        """
+        env_id = str(env.get("id"))
+        paths = tuple(drift(spec.body, env))
+        archived = is_archived(env)
+        if paths and self._update and not archived:
+            return await self._update_existing(spec, tries, env, paths)
+        # A plain replay was logged at debug before drift existed: keep it quiet.
+        quiet = via == "replay" and not paths and not archived
+        (log.debug if quiet else log.info)(
+            "env.exists",
+            name=spec.name,
+            env_id=env_id,
+            via=via,
+            drift=list(paths),
+            archived=archived,
+        )
+        return self._result(
+            spec, tries, "exists", env_id=env_id, drift=paths, archived=archived
+        )
+
+    async def _update_existing(
+        self,
+        spec: Spec,
+        tries: SpecAttempts,
+        env: Mapping[str, Any],
+        paths: tuple[str, ...],
+    ) -> Result | None:
+        env_id = str(env["id"])
+        body = update_body(spec.body, env)
+        sent = SpecAttempts(started=tries.started)
+        send = self._send_update(env_id, body, update_key(env, body), sent)
+        try:
+            await self._sender.send(sent, spec, send)
+        except Exception as exc:  # noqa: BLE001 - the per-spec error boundary
+            if self._is_cut_short(exc):
+                return None
+            return self._failed(
+                spec, tries, exc, env_id=env_id, drift=paths, update=sent
+            )
+        log.info("env.updated", name=spec.name, env_id=env_id, drift=list(paths))
+        return self._result(
+            spec, tries, "updated", env_id=env_id, drift=paths, update=sent
+        )
+
+    def _send_update(
+        self, env_id: str, body: dict[str, Any], key: str, sent: SpecAttempts
+    ) -> Callable[[], Awaitable[Updated]]:
+        async def send() -> Updated:
+            sent.count += 1
+            self.counts.requests += 1
+            try:
+                answer = await self._client.update(
+                    env_id, body, idempotency_key=key, attempt=sent.count
+                )
+            except ApiError as exc:
+                sent.last_status, sent.request_id = exc.status, exc.request_id
+                raise
+            sent.last_status, sent.request_id = answer.http_status, answer.request_id
+            return answer
+
+        return send
 
     def _failed(
         self,
@@ -333,21 +342,26 @@ class Pipeline:
         *,
         env_id: str | None = None,
         lookup: BaseException | None = None,
+        drift: tuple[str, ...] = (),
+        update: SpecAttempts | None = None,
     ) -> Result:
         if exc is tries.lookup_error and tries.create_error is not None:
             # The last try failed looking before re-creating: the create's own
             # failure is what went wrong; the lookup's sits beside it.
             exc, lookup = tries.create_error, exc
         info = error_info(exc, lookup=lookup)
+        result = self._result(
+            spec, tries, "failed", env_id=env_id, error=info, drift=drift, update=update
+        )
         log.warning(
             "env.failed",
             name=spec.name,
             source=spec.location,
             error_type=info.type,
-            status=tries.last_status,
-            attempts=tries.count,
+            status=result.http_status,
+            attempts=result.attempts,
         )
-        return self._result(spec, tries, "failed", env_id=env_id, error=info)
+        return result
 
     def _result(
         self,
@@ -357,20 +371,27 @@ class Pipeline:
         *,
         env_id: str | None,
         error: ErrorInfo | None = None,
+        drift: tuple[str, ...] = (),
+        archived: bool = False,
+        update: SpecAttempts | None = None,
     ) -> Result:
+        """The record; after an update, its requests count and its answer is the last."""
+        last = tries if update is None else update
         return Result(
             name=spec.name,
             status=status,
             id=env_id,
-            attempts=tries.count,
-            http_status=tries.last_status,
+            attempts=tries.count + (0 if update is None else update.count),
+            http_status=last.last_status,
             error=error,
             source=spec.location,
             started_at=tries.started,
             finished_at=self._clock(),
             spec_key=spec.key,
-            request_id=tries.request_id,
+            request_id=last.request_id,
             target=self._target,
+            drift=drift,
+            archived=archived,
         )
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import orjson
 
 from provisioner import eventloop, log
+from provisioner.adaptive import AdaptiveTuning, SharedAdaptiveRateLimiter
 from provisioner.commands import (
     ExitCode,
     api_settings,
@@ -33,7 +34,6 @@ from provisioner.ratelimit import (
     RateLimiter,
     SharedRateLimiter,
     Unlimited,
-    make_limiter,
 )
 from provisioner.redact import Scrubber
 from provisioner.results import ResultSink
@@ -203,9 +203,13 @@ async def _work(
 def _pool_limiter(
     queue: JobQueue, settings: WorkerSettings, stop: StopController
 ) -> RateLimiter:
-    """One rate for every worker of the stream, reserved in Redis (or learnt, with auto)."""
+    """One rate for every worker of the stream, reserved in Redis (learnt together, with auto)."""
     if settings.adaptive_rate:
-        return make_limiter(0, adaptive=True)
+        tuning = AdaptiveTuning()
+        return SharedAdaptiveRateLimiter(
+            lambda heard: queue.reserve_adaptive(heard, tuning=tuning),
+            is_stopping=lambda: stop.is_stopping,
+        )
     if settings.rate_per_s == 0:
         return Unlimited()
     rate = settings.rate_per_s * POOL_HEADROOM
@@ -264,6 +268,8 @@ def render_status(status: QueueStatus, settings: RedisSettings) -> str:
         f"  results  {status.results}",
         f"  dead letters  {status.dead_letters}",
     ]
+    if status.pool_rate_per_s is not None:
+        lines.append(f"  pool rate (adaptive)  {status.pool_rate_per_s:g}/s")
     return "\n".join(lines) + "\n"
 
 

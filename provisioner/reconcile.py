@@ -4,7 +4,10 @@ The API has no name filter, so :class:`NameIndex` walks the list endpoint
 (newest first, archived included) once, keeps ``name -> environment``, and on a
 miss walks again only as far as the newest environment it already knew. A walk
 is bounded by a page cap and a deadline, and what a walk that failed half-way
-saw is not kept: the next walk starts over.
+saw is not kept: the next walk starts over. :meth:`NameIndex.all` is the
+whole index after one full walk (``provisioner plan``).
+
+:func:`created_by_us` and :func:`is_archived` judge an environment found there.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from provisioner.client import (
     WalkLimits,
     next_cursor,
 )
+from provisioner.drift import drift
 from provisioner.errors import TransportError
 
 ListPage = Callable[[str | None, bool], Awaitable[Page]]
@@ -61,6 +65,7 @@ class NameIndex:
         self._ids: set[str] = set()
         self._lock = anyio.Lock()
         self._gave_up: TransportError | None = None
+        self._has_walked = False
 
     async def find(self, name: str) -> dict[str, Any] | None:
         """The environment called ``name``, or ``None`` if the list has none.
@@ -76,15 +81,31 @@ class NameIndex:
         """
         async with self._lock:
             if name not in self._by_name:
-                if self._gave_up is not None:
-                    raise self._gave_up
-                try:
-                    await self._refresh()
-                except TransportError as exc:
-                    if exc.error_type == WALK_LIMIT:
-                        self._gave_up = exc
-                    raise
+                await self._walk()
             return self._by_name.get(name)
+
+    async def all(self) -> dict[str, dict[str, Any]]:
+        """Every environment by name (the newest of each name), archived included.
+
+        The first call walks the whole list (later ones reuse that walk).
+
+        Raises:
+            TransportError: as :meth:`find`.
+        """
+        async with self._lock:
+            if not self._has_walked:
+                await self._walk()
+            return dict(self._by_name)
+
+    async def _walk(self) -> None:
+        if self._gave_up is not None:
+            raise self._gave_up
+        try:
+            await self._refresh()
+        except TransportError as exc:
+            if exc.error_type == WALK_LIMIT:
+                self._gave_up = exc
+            raise
 
     async def _refresh(self) -> None:
         walk = self._limits.start()
@@ -104,6 +125,7 @@ class NameIndex:
             self._ids.add(env_id)
             # Newest first: the first one seen with a name is the newest.
             self._by_name.setdefault(env["name"], env)
+        self._has_walked = True
 
     def _collect(
         self, environments: list[dict[str, Any]], seen: dict[str, dict[str, Any]]
@@ -129,14 +151,36 @@ def created_by_us(
     Only when an earlier attempt of this spec may have committed
     (``first_sent_at`` is set by an ambiguous failure: timeout, reset, 5xx), the
     environment was created after that attempt started (less ``CLOCK_SKEW``), and
-    its metadata equals the spec's.
+    it matches the spec (description, config and metadata, compared as
+    :func:`provisioner.drift.drift` does: one that differs was not made by it).
     """
     if first_sent_at is None:
         return False
     created_at = _parse_time(env.get("created_at"))
     if created_at is None or created_at < first_sent_at - CLOCK_SKEW:
         return False
-    return (env.get("metadata") or {}) == (body.get("metadata") or {})
+    return not drift(body, env)
+
+
+def predates(env: Mapping[str, Any], first_sent_at: datetime) -> bool:
+    """Whether ``env`` was created before ``first_sent_at`` (less ``CLOCK_SKEW``).
+
+    Then no attempt of this spec made it, whatever answered: a create replayed
+    after a lost answer was an earlier job's. Unknown when ``created_at`` is
+    missing or unreadable (``False``).
+    """
+    created_at = _parse_time(env.get("created_at"))
+    return created_at is not None and created_at < first_sent_at - CLOCK_SKEW
+
+
+def is_archived(env: Mapping[str, Any]) -> bool:
+    """Whether an environment is archived: ``archived_at`` set (newest docs),
+    ``status: "archived"`` or ``archived: true`` (older ones)."""
+    return (
+        env.get("archived_at") is not None
+        or env.get("status") == "archived"
+        or env.get("archived") is True
+    )
 
 
 def _parse_time(value: object) -> datetime | None:

@@ -22,9 +22,9 @@ import orjson
 
 from provisioner.errors import ResultLogError
 
-Status = Literal["created", "exists", "failed", "invalid"]
-SUCCESS: frozenset[str] = frozenset({"created", "exists"})
-STATUSES: tuple[Status, ...] = ("created", "exists", "failed", "invalid")
+Status = Literal["created", "updated", "exists", "failed", "invalid"]
+SUCCESS: frozenset[str] = frozenset({"created", "updated", "exists"})
+STATUSES: tuple[Status, ...] = ("created", "updated", "exists", "failed", "invalid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,11 @@ class Result:
     """The final record of one spec.
 
     ``target`` is the API the record was made against (its base URL, or
-    ``sandbox``): resume trusts a record only for the same target.
+    ``sandbox``): resume trusts a record only for the same target. ``drift``
+    names the fields (dotted paths) where an environment that exists differed
+    from its spec (``exists``: left as it was; ``updated``: changed to match);
+    ``archived`` says the environment with the spec's name is archived. Both
+    are written only when set, so records without them read as before.
     """
 
     name: str | None
@@ -67,6 +71,8 @@ class Result:
     spec_key: str | None = None
     request_id: str | None = None
     target: str | None = None
+    drift: tuple[str, ...] = ()
+    archived: bool = False
 
     @property
     def duration_ms(self) -> float:
@@ -75,7 +81,7 @@ class Result:
 
     def to_dict(self, scrub: Callable[[str], str] = str) -> dict[str, Any]:
         """The record as written to the log (field order is part of the format)."""
-        return {
+        record: dict[str, Any] = {
             "name": self.name,
             "status": self.status,
             "id": self.id,
@@ -90,6 +96,11 @@ class Result:
             "request_id": self.request_id,
             "target": self.target,
         }
+        if self.drift:
+            record["drift"] = list(self.drift)
+        if self.archived:
+            record["archived"] = True
+        return record
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -326,9 +337,12 @@ class LogState:
         has_ours: the log holds records of this target.
         has_nameless: it holds records of invalid specs without a name.
         is_readable: the log is a regular file (a pipe or device is never read).
+        drifted: the names whose last record is ``exists`` with a ``drift`` (and
+            not ``archived``): ``run --update`` has something left to do there.
     """
 
     last: dict[str, tuple[str, object]] = field(default_factory=dict)
+    drifted: set[str] = field(default_factory=set)
     foreign: dict[str, int] = field(default_factory=dict)
     has_ours: bool = False
     has_nameless: bool = False
@@ -354,9 +368,22 @@ def read_log(path: str, *, target: str) -> LogState:
         name = record.get("name")
         if isinstance(name, str):
             state.last[name] = (record["status"], record.get("spec_key"))
+            _note_drift(state.drifted, name, record)
         else:
             state.has_nameless = True
     return state
+
+
+def _note_drift(drifted: set[str], name: str, record: Mapping[str, Any]) -> None:
+    """Keep ``name`` in ``drifted`` while its last record is an updatable drift."""
+    if (
+        record["status"] == "exists"
+        and record.get("drift")
+        and not record.get("archived")
+    ):
+        drifted.add(name)
+    else:
+        drifted.discard(name)
 
 
 def prepare_resume(
@@ -367,6 +394,7 @@ def prepare_resume(
     input_names: Container[str],
     input_keys: Mapping[str, str],
     retry_failed: bool,
+    redo_drifted: bool = False,
 ) -> ResumeState:
     """Decide what is settled, and compact what will be redone.
 
@@ -374,8 +402,9 @@ def prepare_resume(
     :func:`read_log`'s); a record is settled when it is the last one of its
     name, its ``spec_key`` equals the spec's key in ``input_keys`` (an edited
     spec is not done; only the names the log holds need a key there), and its
-    status is ``created`` or ``exists`` (or ``failed`` when ``retry_failed`` is
-    off). This target's records of specs that will be attempted again are
+    status is ``created``, ``updated`` or ``exists`` (or ``failed`` when
+    ``retry_failed`` is off), except, with ``redo_drifted`` (``run --update``),
+    an ``exists`` that recorded a drift. This target's records of specs that will be attempted again are
     removed from the log (atomically), so after the run every spec has one
     record per target. Records of other targets are kept as they are.
     ``input_names`` says whether the job files have a name; it is asked only
@@ -387,7 +416,9 @@ def prepare_resume(
     done = {
         name: status
         for name, (status, key) in state.last.items()
-        if status in settled and key == input_keys.get(name)
+        if status in settled
+        and key == input_keys.get(name)
+        and not (redo_drifted and name in state.drifted)
     }
     redo = {name for name in state.last if name in input_names and name not in done}
     if redo or state.has_nameless:

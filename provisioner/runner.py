@@ -122,7 +122,7 @@ class Runner:
             self.summary.interrupted += 1
             self._stop.stop(stop_reason_for(exc))
             return
-        self.summary.count(result.status)
+        self.summary.record(result)
         if self._on_result is not None:
             self._on_result(result)
 

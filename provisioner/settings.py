@@ -339,8 +339,10 @@ class WorkerSettings:
 
     Attributes:
         concurrency: specs in progress at most.
-        rate_per_s: requests per second for the whole pool (shared through Redis); 0 = unlimited.
-        adaptive_rate: each worker finds the server's limit itself (``--rate auto``).
+        rate_per_s: with ``adaptive_rate`` off, requests per second for the whole
+            pool (shared through Redis); 0 = unlimited.
+        adaptive_rate: the pool finds the server's limit, learning one rate together
+            through Redis (``--rate auto``, the worker's default).
         claim_idle_s: a message unacknowledged this long is taken over from its worker.
         max_deliveries: deliveries of one message before it is dead-lettered.
         exit_when_empty: stop once the stream is drained and nothing is pending.
@@ -351,7 +353,7 @@ class WorkerSettings:
 
     concurrency: int = 8
     rate_per_s: float = 20.0
-    adaptive_rate: bool = False
+    adaptive_rate: bool = True
     claim_idle_s: float = 60.0
     max_deliveries: int = 5
     exit_when_empty: bool = False

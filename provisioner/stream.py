@@ -9,6 +9,8 @@ Key layout of a queue named ``<stream>`` (see :func:`queue_keys`)::
                                      message_id, reason, deliveries, dead_at
     provisioner:{<stream>}:outcomes  hash spec_key -> the settled success record (JSON)
     provisioner:{<stream>}:rate      the shared rate limiter's state (a GCRA time, in µs)
+    provisioner:{<stream>}:pace      hash: the pool's adaptive rate (``--rate auto``), its
+                                     CUBIC state and recent answers (see adaptive.py)
 
 Every key shares the hash tag ``{<stream>}``, so each Lua script touches a
 single slot (Redis Cluster). Redis exceptions never leave this module: they
@@ -39,13 +41,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from provisioner.adaptive import (
+    ANSWERED_GAPS,
+    AdaptiveTuning,
+    PoolFeedback,
+    Reservation,
+)
 from provisioner.errors import QueueError
 from provisioner.settings import RedisSettings
-from provisioner.streamlua import DEAD_LETTER_LUA, RESERVE_LUA, SETTLE_LUA
+from provisioner.streamlua import ADAPT_LUA, DEAD_LETTER_LUA, RESERVE_LUA, SETTLE_LUA
 
 T = TypeVar("T")
 KEY_PREFIX = "provisioner"
-KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate")
+KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
+#: A pool's learnt rate is forgotten after this long without a reservation.
+PACE_TTL_S = 600
 # ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts.
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 # Subclasses of ConnectionError that waiting will not fix.
@@ -90,6 +100,7 @@ class QueueStatus:
         results: entries in the results stream.
         dead_letters: entries in the dead-letter stream.
         settled: spec keys in the outcomes hash (settled successes).
+        pool_rate_per_s: the pool's adaptive rate (``--rate auto``), if one is learnt.
     """
 
     stream: str
@@ -99,6 +110,7 @@ class QueueStatus:
     results: int
     dead_letters: int
     settled: int
+    pool_rate_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready data."""
@@ -133,6 +145,7 @@ class JobQueue:
         self._settle = client.register_script(SETTLE_LUA)
         self._dead_letter = client.register_script(DEAD_LETTER_LUA)
         self._reserve = client.register_script(RESERVE_LUA)
+        self._adapt = client.register_script(ADAPT_LUA)
 
     @classmethod
     def connect(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
@@ -371,6 +384,31 @@ class JobQueue:
             )
         return int(wait_us) / 1_000_000
 
+    async def reserve_adaptive(
+        self, heard: PoolFeedback, *, tuning: AdaptiveTuning
+    ) -> Reservation:
+        """Tell the pool's adaptive rate what was heard, then reserve a slot at that rate.
+
+        One atomic step on Redis's clock (``ADAPT_LUA``): the answers of the
+        pool's current epoch move its rate (:func:`provisioner.adaptive.step`),
+        then the next slot of the pool's schedule is reserved at the new rate.
+        """
+        t = tuning
+        args: list[EncodableT] = [
+            *(repr(float(value)) for value in (
+                t.start_rate_per_s, t.min_rate_per_s, t.max_rate_per_s, t.beta,
+                t.scale, t.ramp_s, t.tolerance, t.window_s,
+            )),
+            ANSWERED_GAPS, PACE_TTL_S * 1000, heard.epoch, heard.clean, heard.throttled,
+        ]  # fmt: skip
+        with self._errors("reserve a send slot"):
+            wait_us, epoch, rate = await self._adapt(
+                keys=[self._keys["rate"], self._keys["pace"]], args=args
+            )
+        return Reservation(
+            wait_s=int(wait_us) / 1_000_000, epoch=int(epoch), rate_per_s=float(rate)
+        )
+
     async def is_drained(self, group: str) -> bool:
         """Whether nothing is left: no entry in the specs stream, none pending."""
         status = await self.status(group)
@@ -387,8 +425,9 @@ class JobQueue:
                 pipe.xlen(keys["results"])
                 pipe.xlen(keys["dead"])
                 pipe.hlen(keys["outcomes"])
+                pipe.hget(keys["pace"], "rate")
                 replies = await pipe.execute(raise_on_error=False)
-            length, summary, consumers, results, dead, settled = (
+            length, summary, consumers, results, dead, settled, rate = (
                 _missing_as(reply, None) for reply in replies
             )
         return QueueStatus(
@@ -402,6 +441,7 @@ class JobQueue:
             results=int(results),
             dead_letters=int(dead),
             settled=int(settled),
+            pool_rate_per_s=None if rate is None else round(float(rate), 1),
         )
 
     async def results(self, *, count: int = 10_000) -> list[dict[str, Any]]:

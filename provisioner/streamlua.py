@@ -57,3 +57,75 @@ local wait = new_tat - burst * interval - now
 if wait < 0 then return 0 end
 return math.floor(wait)
 """
+
+# A pool's adaptive rate: provisioner.adaptive.step, the same steps in the same
+# order, on Redis's clock (seconds), then a GCRA reservation at the rate learnt.
+# KEYS: rate (the GCRA time, µs), pace (hash: the controller's state).
+# ARGV: start, min, max, beta, C, ramp_s, tolerance, window_s, answered gaps,
+#       pace TTL (ms), epoch, clean answers, throttles (heard since the caller's
+#       last reservation, all sent in that epoch; other epochs' are ignored).
+# Returns {wait (µs), epoch, rate (a string: Redis truncates Lua numbers)}.
+ADAPT_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local a = {}
+for i = 1, 13 do a[i] = tonumber(ARGV[i]) end
+local start, min_rate, max_rate, beta, scale, ramp, tolerance, window, gaps,
+  ttl_ms, epoch, clean, throttled = unpack(a)
+local s = {}
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do s[flat[i]] = tonumber(flat[i + 1]) end
+if s.rate == nil then
+  s = {rate = start, epoch = 0, kept = 1, cut_at = now, grown_at = now,
+       clean = 0, throttled = 0, counted_at = now, gap = 1 / start}
+end
+local function clamp(rate) return math.min(max_rate, math.max(min_rate, rate)) end
+if epoch == s.epoch and clean + throttled > 0 then
+  local answers = clean + throttled
+  if s.answered_at then
+    local gap = math.min(now - s.answered_at, window) / answers
+    local weight = 1 - (1 - 1 / gaps) ^ answers
+    s.gap = math.max(1 / max_rate, s.gap + (gap - s.gap) * weight)
+  end
+  s.answered_at = now
+  local keep = math.exp(-math.max(0, now - s.counted_at) / window)
+  s.clean = s.clean * keep + clean
+  s.throttled = s.throttled * keep + throttled
+  s.counted_at = now
+  local expected = tolerance * (s.clean + s.throttled)
+  if throttled > 0 and s.throttled > expected + 2 * math.sqrt(expected) + 1 then
+    local base = math.min(s.rate, 1 / s.gap)
+    local kept = math.max(beta, s.clean / (s.clean + s.throttled))
+    s.rate, s.epoch, s.w_max, s.kept, s.cut_at = clamp(base * kept), s.epoch + 1, base, kept, now
+    s.clean, s.throttled = 0, 0
+  elseif clean > 0 then
+    local target = nil
+    if s.w_max then
+      local k = (s.w_max * (1 - s.kept) / scale) ^ (1 / 3)
+      target = scale * (now - s.cut_at - k) ^ 3 + s.w_max
+    elseif now - s.grown_at >= ramp then
+      target = 2 * s.rate
+    end
+    if target then
+      s.rate = clamp(math.min(target, math.max(s.rate, 2 / s.gap)))
+      s.grown_at = now
+    end
+  end
+end
+local fields = {}
+for name, value in pairs(s) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = string.format('%.17g', value)
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], ttl_ms)
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
+if slot < now_us then slot = now_us end
+local next_slot = slot + 1000000 / s.rate
+-- keep the schedule a second beyond the reserved time, so an idle queue forgets it
+redis.call('SET', KEYS[1], string.format('%.0f', next_slot), 'PX',
+  math.ceil((next_slot - now_us) / 1000) + 1000)
+return {math.floor(slot - now_us), s.epoch, string.format('%.17g', s.rate)}
+"""

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from provisioner.results import Status
+from provisioner.results import Result, Status
 
 
 def utcnow() -> datetime:
@@ -42,16 +42,21 @@ class Summary:
     """Counts for one run; ``wall_s`` is filled when the run ends.
 
     ``failed`` includes ``failed_before``: specs an earlier run left failed and
-    this one did not retry (``--no-retry-failed``).
+    this one did not retry (``--no-retry-failed``). Of the ``exists`` records,
+    ``drifted`` differ from their spec where ``--update`` would change them (it
+    was not given), and ``archived`` are archived (no run can change them).
     """
 
     created: int = 0
+    updated: int = 0
     exists: int = 0
     failed: int = 0
     invalid: int = 0
     skipped: int = 0
     interrupted: int = 0
     failed_before: int = 0
+    drifted: int = 0
+    archived: int = 0
     requests: int = 0
     retries: int = 0
     wall_s: float = 0.0
@@ -61,6 +66,15 @@ class Summary:
         """Add one final record of ``status``."""
         setattr(self, status, getattr(self, status) + 1)
 
+    def record(self, result: Result) -> None:
+        """Add one final record: its status, and whether it drifted or is archived."""
+        self.count(result.status)
+        if result.status == "exists":
+            if result.archived:
+                self.archived += 1
+            elif result.drift:
+                self.drifted += 1
+
     @property
     def stopped_by(self) -> str | None:
         """Why the run stopped early, as a sentence, or ``None``."""
@@ -69,7 +83,14 @@ class Summary:
     @property
     def settled(self) -> int:
         """Specs with a final outcome in this run (records written, or skipped)."""
-        return self.created + self.exists + self.failed + self.invalid + self.skipped
+        return (
+            self.created
+            + self.updated
+            + self.exists
+            + self.failed
+            + self.invalid
+            + self.skipped
+        )
 
     @property
     def creates_per_s(self) -> float:
@@ -78,10 +99,20 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as written by ``--summary``."""
-        names = ("created", "exists", "failed", "invalid", "skipped", "interrupted")
+        names = (
+            "created",
+            "updated",
+            "exists",
+            "failed",
+            "invalid",
+            "skipped",
+            "interrupted",
+        )
         return {
             "counts": {name: getattr(self, name) for name in names},
             "failed_before": self.failed_before,
+            "drifted": self.drifted,
+            "archived": self.archived,
             "requests": self.requests,
             "retries": self.retries,
             "wall_s": round(self.wall_s, 3),
@@ -96,11 +127,13 @@ def describe(summary: Summary, *, total: int, resumable: bool = True) -> list[st
     if summary.failed_before:
         failed += f" ({summary.failed_before} left failed by an earlier run)"
     lines = [
-        f"{total} specs: {summary.created} created, {summary.exists} exists, "
+        f"{total} specs: {summary.created} created, {summary.updated} updated, "
+        f"{summary.exists} exists, "
         f"{failed}, {summary.invalid} invalid, {summary.skipped} skipped (already done) "
         f"in {summary.wall_s:.1f} s ({summary.creates_per_s:.1f} creates/s; "
         f"{summary.requests} requests, {summary.retries} retries)"
     ]
+    lines += _existing_notes(summary)
     if summary.stop is not None:
         not_started = total - summary.settled - summary.interrupted
         advice = "; run the same command again to resume" if resumable else ""
@@ -109,6 +142,27 @@ def describe(summary: Summary, *, total: int, resumable: bool = True) -> list[st
             f"and {not_started} not started{advice}"
         )
     return lines
+
+
+def _existing_notes(summary: Summary) -> list[str]:
+    """What the ``exists`` records left as they were ask of the user."""
+    notes = []
+    if summary.drifted:
+        notes.append(
+            f"{summary.drifted} {_exist(summary.drifted)} with another description, "
+            "config or metadata (see drift in the result log); "
+            "run --update updates them in place"
+        )
+    if summary.archived:
+        notes.append(
+            f"{summary.archived} {_exist(summary.archived)} archived: an archived "
+            "environment keeps its name, so run can neither create nor update it"
+        )
+    return notes
+
+
+def _exist(count: int) -> str:
+    return "exists" if count == 1 else "exist"
 
 
 __all__ = ["StopKind", "StopReason", "Summary", "describe", "utcnow"]

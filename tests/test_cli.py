@@ -155,7 +155,9 @@ def test_version_is_printed(capsys):
     assert capsys.readouterr().out.strip() == f"provisioner {__version__}"
 
 
-@pytest.mark.parametrize("command", ["run", "enqueue", "worker", "queue-status"])
+@pytest.mark.parametrize(
+    "command", ["run", "plan", "enqueue", "worker", "queue-status"]
+)
 def test_every_flag_is_in_the_readme(command):
     """The README documents every flag of every command."""
     from provisioner.cli import build_parser

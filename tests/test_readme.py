@@ -32,8 +32,8 @@ _BLOCK = re.compile(
     r"(?:<!-- check: (?P<check>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_INVOCATION = re.compile(r"(?:^|[\s/])provisioner\s+(?:run|validate|emulator|--)")
-_COMMANDS = frozenset({"run", "validate", "emulator", "--help", "--version"})
+_INVOCATION = re.compile(r"(?:^|[\s/])provisioner\s+(?:run|plan|validate|emulator|--)")
+_COMMANDS = frozenset({"run", "plan", "validate", "emulator", "--help", "--version"})
 
 
 @dataclass(frozen=True)

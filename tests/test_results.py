@@ -119,6 +119,43 @@ def test_resume_settles_created_and_exists_and_retries_failed(tmp_path: Path) ->
     assert [r["name"] for r in lines(path)] == ["a", "b"]
 
 
+def test_drift_and_archived_are_written_only_when_set(tmp_path: Path) -> None:
+    """A record names its drift and an archived environment after the older fields; otherwise it reads as before."""
+    plain = result("a", "exists").to_dict()
+    assert "drift" not in plain
+    assert "archived" not in plain
+    marked = result("b", "exists", drift=("description",), archived=True).to_dict()
+    assert list(marked)[-3:] == ["target", "drift", "archived"]
+    assert (marked["drift"], marked["archived"]) == (["description"], True)
+
+
+def test_resume_redoes_a_drifted_exists_only_with_update(tmp_path: Path) -> None:
+    """`run --update` redoes a spec whose last record is a drifted exists; archived and updated ones stay done."""
+    path = tmp_path / "results.jsonl"
+    sink = ResultSink.open(str(path))
+    for r in [
+        result("a", "exists", drift=("description",)),
+        result("b", "exists", drift=("description",), archived=True),
+        result("c", "updated", drift=("metadata.team",)),
+        result("d", "exists"),
+    ]:
+        sink.write(r)
+    sink.close()
+    plain = resume(path, "abcd", retry_failed=True)
+    assert sorted(plain.done) == ["a", "b", "c", "d"]
+    state = prepare_resume(
+        str(path),
+        read_log(str(path), target=TARGET),
+        target=TARGET,
+        input_names=frozenset("abcd"),
+        input_keys={n: f"key-{n}" for n in "abcd"},
+        retry_failed=True,
+        redo_drifted=True,
+    )
+    assert sorted(state.done) == ["b", "c", "d"]
+    assert [r["name"] for r in lines(path)] == ["b", "c", "d"]
+
+
 def test_no_retry_failed_keeps_failed_specs_settled(tmp_path: Path) -> None:
     """With retry_failed off, a failed spec stays as it is."""
     path = tmp_path / "results.jsonl"

@@ -79,6 +79,7 @@ def test_queue_keys_share_one_hash_tag() -> None:
         "dead": "provisioner:{jobs}:dead",
         "outcomes": "provisioner:{jobs}:outcomes",
         "rate": "provisioner:{jobs}:rate",
+        "pace": "provisioner:{jobs}:pace",
     }
 
 
@@ -293,6 +294,7 @@ async def test_busy_queue_is_not_drained_and_status_counts_it(redis: JobQueue) -
         "results": 1,
         "dead_letters": 1,
         "settled": 1,
+        "pool_rate_per_s": None,
     }
     assert [(c["name"], c["pending"]) for c in consumers] == [("c1", 0), ("c2", 1)]
     assert all(c["idle_s"] >= 0 for c in consumers)

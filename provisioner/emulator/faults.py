@@ -131,6 +131,12 @@ class Draw:
     slow: bool
 
 
+#: Tokens a bucket may lack and still let a request through: loop clocks tick in
+#: milliseconds (uvloop), and ``(0.105 - 0.100) * 200`` is 0.9999999999999981, so a
+#: request exactly ``1 / rate`` after the last one was refused a third of the time.
+TOKEN_EPSILON = 1e-9
+
+
 class TokenBucket:
     """A token bucket refilled at ``rate_per_s`` up to ``burst``; rate 0 means no limit."""
 
@@ -148,7 +154,7 @@ class TokenBucket:
         tokens = burst if self._tokens is None else self._tokens
         tokens = min(float(burst), tokens + (now - self._stamp) * rate_per_s)
         self._stamp = now
-        if tokens >= 1:
+        if tokens >= 1 - TOKEN_EPSILON:
             self._tokens = tokens - 1
             return True
         self._tokens = tokens

@@ -1,0 +1,126 @@
+"""``provisioner plan``: validate, read every environment once, print what run would do.
+
+It sends no write: one walk of the list endpoint (every page, archived
+included), paced and retried as ``run`` paces and retries, then one line (or
+JSON object) per spec from :mod:`provisioner.plan`, then the totals. The plan
+goes to stdout; errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+import orjson
+
+from provisioner import eventloop, log
+from provisioner.commands import (
+    api_settings,
+    pacing,
+    print_errors,
+    retry_policy,
+    say,
+    stdin_stream,
+    warnings_to_stderr,
+)
+from provisioner.engine import Engine, open_pipeline
+from provisioner.errors import ApiError, SourceError, TransportError
+from provisioner.plan import (
+    FORMAT_VERSION,
+    PlanCounts,
+    PlanExit,
+    classify,
+    plan_exit,
+    render,
+    render_totals,
+)
+from provisioner.ratelimit import make_limiter
+from provisioner.redact import Scrubber
+from provisioner.sources import JobFiles, Spec, scan
+from provisioner.stopping import StopController
+
+Environments = Mapping[str, Mapping[str, Any]]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Run ``provisioner plan`` with parsed, resolved flags; return the exit code."""
+    api = api_settings(args)
+    with warnings_to_stderr():
+        policy = retry_policy(args)
+    engine = Engine(api=api, policy=policy, concurrency=1)
+    scrub = Scrubber([api.token.reveal()])
+    log.configure(
+        fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
+    )
+    with JobFiles(args.jobs, stdin=stdin_stream()) as files:
+        try:
+            report = scan(files)
+        except SourceError as exc:
+            say(f"error: {exc}; nothing was planned", scrub)
+            return PlanExit.ERROR
+        if report.errors:
+            print_errors(report.errors)
+            invalid = report.total - report.valid
+            say(f"{invalid} of {report.total} specs are invalid; nothing was planned")
+            return PlanExit.ERROR
+        try:
+            environments = eventloop.run(_environments(engine, args))
+        except (ApiError, TransportError) as exc:
+            say(f"error: cannot read the environments: {exc}", scrub)
+            return PlanExit.ERROR
+        specs = (item for item in files if isinstance(item, Spec))
+        if args.format == "json":
+            counts = _write_json(specs, environments, engine.target, sys.stdout)
+        else:
+            counts = _write_text(specs, environments, sys.stdout)
+    return plan_exit(counts, detailed=bool(args.detailed_exitcode))
+
+
+async def _environments(engine: Engine, args: argparse.Namespace) -> Environments:
+    """Every environment by name, from one paced and retried walk of the list."""
+    rate = pacing(args)
+    limiter = make_limiter(rate["rate_per_s"], adaptive=rate["adaptive_rate"])
+    async with open_pipeline(
+        engine, limiter=limiter, stop=StopController(grace_s=0), replay_is_ours=False
+    ) as pipeline:
+        return await pipeline.environments()
+
+
+def _write_text(
+    specs: Iterable[Spec], environments: Environments, out: TextIO
+) -> PlanCounts:
+    counts = PlanCounts()
+    for spec in specs:
+        change = classify(spec, environments.get(spec.name))
+        counts.add(change)
+        out.write(render(change) + "\n")
+    for line in render_totals(counts):
+        out.write(line + "\n")
+    return counts
+
+
+def _write_json(
+    specs: Iterable[Spec], environments: Environments, target: str, out: TextIO
+) -> PlanCounts:
+    """One JSON document, written a spec at a time (memory stays flat)."""
+    counts = PlanCounts()
+    head = {"format_version": FORMAT_VERSION, "target": target}
+    out.write(orjson.dumps(head).decode()[:-1] + ',"specs":[')
+    separator = "\n"
+    for spec in specs:
+        change = classify(spec, environments.get(spec.name))
+        counts.add(change)
+        out.write(separator + orjson.dumps(change.to_dict()).decode())
+        separator = ",\n"
+    tail = {
+        "counts": counts.to_dict(),
+        "total": counts.total,
+        "has_changes": counts.has_changes,
+    }
+    out.write("\n]," + orjson.dumps(tail).decode()[1:] + "\n")
+    return counts
+
+
+__all__ = ["cmd_plan"]
