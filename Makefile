@@ -50,10 +50,9 @@ lock:
 	.lockenv/bin/python -m pip freeze | grep -v '^provisioner' > requirements-dev.lock
 	rm -rf .lockenv
 
+# The benchmark suite (README "Performance"); bench/ holds more, each run on its own.
 bench: install
-	$(BIN)/python bench/bench_emulator.py
-	$(BIN)/python bench/bench_run.py
-	$(BIN)/python bench/bench_queue.py
+	$(BIN)/python bench/bench_suite.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage demo-results.jsonl demo-summary.json
