@@ -1,7 +1,8 @@
 """The command line: argv and environment to settings, run, outcome to exit code.
 
 ``provisioner run``, ``provisioner validate`` and ``provisioner emulator``;
-``provisioner plan`` is in ``plancli.py``, the queue commands in ``queuecli.py``.
+``provisioner plan`` is in ``plancli.py``, ``archive``/``delete`` in
+``teardowncli.py``, the queue commands in ``queuecli.py``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def _dispatch(args_list: list[str]) -> int:
             from provisioner.plancli import cmd_plan  # noqa: PLC0415 - only plan needs it
 
             return cmd_plan(args)
+        if args.command in ("archive", "delete"):
+            from provisioner.teardowncli import cmd_teardown  # noqa: PLC0415 - only teardown needs it
+
+            return cmd_teardown(args)
         from provisioner.queuecli import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
 
         return COMMANDS[args.command](args)

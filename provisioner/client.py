@@ -95,6 +95,15 @@ class Updated:
 
 
 @dataclass(frozen=True, slots=True)
+class Answered:
+    """The answer to an archive or a delete: its JSON object, status and request id."""
+
+    body: dict[str, Any]
+    http_status: int
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of the list endpoint."""
 
@@ -348,6 +357,43 @@ class ApiClient:
         _, payload, _ = await self._request("GET", f"/environments/{env_id}")
         return expect_object(payload)
 
+    async def archive(self, env_id: str) -> Answered:
+        """``POST /environments/{id}/archive`` (no body, no idempotency key).
+
+        Archiving twice changes nothing (the older docs answer 409), so a retry
+        needs no key.
+
+        Raises:
+            ValueError: ``env_id`` is not ``env_`` + 32 hex digits.
+            ApiError: (or a subclass) for an error status or a redirect.
+            TransportError: no usable answer.
+        """
+        return await self._answered("POST", self._env_path(env_id, "/archive"))
+
+    async def delete(self, env_id: str) -> Answered:
+        """``DELETE /environments/{id}`` (no idempotency key: a repeat answers 404).
+
+        Raises:
+            ValueError: ``env_id`` is not ``env_`` + 32 hex digits.
+            ApiError: (or a subclass) for an error status (409: still in use).
+            TransportError: no usable answer.
+        """
+        return await self._answered("DELETE", self._env_path(env_id))
+
+    async def _answered(self, method: str, path: str) -> Answered:
+        status, payload, headers = await self._request(method, path)
+        return Answered(
+            body=expect_object(payload),
+            http_status=status,
+            request_id=request_id(headers, payload),
+        )
+
+    @staticmethod
+    def _env_path(env_id: str, suffix: str = "") -> str:
+        if not is_env_id(env_id):
+            raise ValueError(f"not an environment id: {env_id!r}")
+        return f"/environments/{env_id}{suffix}"
+
     async def list_page(
         self,
         *,
@@ -479,6 +525,7 @@ class ApiClient:
 __all__ = [
     "TLS_ERROR",
     "WALK_LIMIT",
+    "Answered",
     "ApiClient",
     "Created",
     "ListWalk",

@@ -187,7 +187,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--backoff", _number(float, 0), _default(RetryPolicy, "wait_initial_s"), "seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)", "S"),
     Flag("--backoff-max", _number(float, 0), _default(RetryPolicy, "wait_max_s"), "longest backoff between attempts, in seconds (default %(default)s)", "S"),
     Flag("--grace", _number(float, 0), _default(RunSettings, "grace_s"), "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)", "S"),
-    Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (run: default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS}; worker: none)", "PATH"),
+    Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (run: default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS}; worker: none; archive/delete: default FROM with .archive.jsonl/.delete.jsonl for .jsonl)", "PATH"),
     Flag("--summary", _path, None, "also write the run summary as JSON to this file", "PATH"),
     Flag("--skip-invalid", None, False, "record invalid specs as 'invalid' and run the rest"),
     Flag("--on-conflict", _choice(ON_CONFLICT), _default(RunSettings, "on_conflict"), "a name that already exists is 'exists' or a failure (default %(default)s)", "{exists,fail}"),
@@ -208,6 +208,9 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--format", _choice(("text", "json")), "text", "text or json (default %(default)s)", "{text,json}"),
     Flag("--update", None, False, "update environments that exist with another description, config or metadata in place (same id); without it, that drift is only reported"),
     Flag("--detailed-exitcode", None, False, "exit 2 when the plan has changes (0: none, 1: error), as terraform plan does"),
+    Flag("--from", _path, None, "the result log of the run whose environments to tear down (required)", "RESULTS"),
+    Flag("--include-existing", None, False, "also act on environments the run found already there (exists, updated), not only those it created"),
+    Flag("--yes", None, False, "do not ask for confirmation (needed without a terminal)"),
 )}  # fmt: skip
 
 _API = (
@@ -216,6 +219,11 @@ _API = (
     "--on-conflict", "--log-format", "--log-level",
 )  # fmt: skip
 _REDIS = ("--redis", "--redis-password-file", "--redis-ca-file", "--stream")
+_TEARDOWN = (
+    "--from", "--results", "--include-existing", "--yes", "--token-file", "--ca-file",
+    "--allow-insecure-http", "--concurrency", "--rate", "--timeout", "--max-attempts",
+    "--deadline", "--backoff", "--backoff-max", "--grace", "--log-format", "--log-level",
+)  # fmt: skip
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress", "--update"),
@@ -226,6 +234,8 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
                "--exit-when-empty", "--results", *_API),
     "queue-status": (*_REDIS, "--group", "--format"),
+    "archive": _TEARDOWN,
+    "delete": _TEARDOWN,
 }  # fmt: skip
 #: Kept for callers that list the flags of ``run``.
 RUN_FLAGS: tuple[Flag, ...] = tuple(FLAGS[name] for name in COMMAND_FLAGS["run"])
@@ -384,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         summary="show what run would create and update, sending no write",
         description="Validate job files, read every environment once (archived included) and show per spec whether run would create it, update it (run --update), leave it unchanged, or cannot (conflict).",
     )  # fmt: skip
+    for action in ("archive", "delete"):
+        _add_command(
+            sub, action, jobs=False, api=True,
+            summary=f"{action} the environments a run created (--from its result log)",
+            description=f"Read a run's result log and {action} the environments it created (with --include-existing also those it found), with run's concurrency, rate and retries; resumable.",
+        )  # fmt: skip
     _add_command(
         sub, "enqueue", jobs=True, api=False,
         summary="validate job files and queue their specs on a Redis stream",

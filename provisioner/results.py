@@ -22,9 +22,20 @@ import orjson
 
 from provisioner.errors import ResultLogError
 
-Status = Literal["created", "updated", "exists", "failed", "invalid"]
+Status = Literal[
+    "created", "updated", "exists", "failed", "invalid", "archived", "deleted"
+]
 SUCCESS: frozenset[str] = frozenset({"created", "updated", "exists"})
-STATUSES: tuple[Status, ...] = ("created", "updated", "exists", "failed", "invalid")
+#: ``archived`` and ``deleted`` are written by ``provisioner archive``/``delete`` only.
+STATUSES: tuple[Status, ...] = (
+    "created",
+    "updated",
+    "exists",
+    "failed",
+    "invalid",
+    "archived",
+    "deleted",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +444,15 @@ def prepare_resume(
         )
     log_existed = state.has_ours or not state.foreign
     return ResumeState(done=done, log_existed=log_existed, foreign=state.foreign)
+
+
+def rewrite_log(path: str, *, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Keep only the records ``keep`` accepts, replacing the log atomically.
+
+    Raises:
+        ResultLogError: the log could not be rewritten.
+    """
+    _rewrite(path, keep=keep)
 
 
 def _rewrite(path: str, *, keep: Callable[[dict[str, Any]], bool]) -> None:
