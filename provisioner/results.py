@@ -66,8 +66,11 @@ class Result:
     ``sandbox``): resume trusts a record only for the same target. ``drift``
     names the fields (dotted paths) where an environment that exists differed
     from its spec (``exists``: left as it was; ``updated``: changed to match);
-    ``archived`` says the environment with the spec's name is archived. Both
-    are written only when set, so records without them read as before.
+    ``archived`` says the environment with the spec's name is archived.
+    ``created_earlier`` says an earlier run of this log created the environment
+    (an ``exists`` or ``updated`` record that replaced its ``created`` one when the
+    spec was edited): teardown acts on it as on a ``created`` one. All three are
+    written only when set, so records without them read as before.
     """
 
     name: str | None
@@ -84,6 +87,7 @@ class Result:
     target: str | None = None
     drift: tuple[str, ...] = ()
     archived: bool = False
+    created_earlier: bool = False
 
     @property
     def duration_ms(self) -> float:
@@ -111,6 +115,8 @@ class Result:
             record["drift"] = list(self.drift)
         if self.archived:
             record["archived"] = True
+        if self.created_earlier:
+            record["created_earlier"] = True
         return record
 
 
@@ -323,11 +329,23 @@ class ResumeState:
         log_existed: an earlier run against this target used the log (or left it
             empty), so it may have sent requests whose answers it never recorded.
         foreign: target -> how many records of another API the log holds (ignored).
+        created_ids: name -> id of the environments this log created, for the
+            names that will be redone (an edited spec keeps that knowledge).
     """
 
     done: dict[str, str]
     log_existed: bool = False
     foreign: dict[str, int] = field(default_factory=dict)
+    created_ids: dict[str, str] = field(default_factory=dict)
+
+    def was_created_here(self, result: Result) -> bool:
+        """Whether ``result``'s environment is one this log recorded as created."""
+        return (
+            result.status in ("exists", "updated")
+            and result.name is not None
+            and result.id is not None
+            and self.created_ids.get(result.name) == result.id
+        )
 
     def status_of(self, name: str) -> str | None:
         """The settled status of ``name``, or ``None`` when it must be (re)done."""
@@ -350,10 +368,13 @@ class LogState:
         is_readable: the log is a regular file (a pipe or device is never read).
         drifted: the names whose last record is ``exists`` with a ``drift`` (and
             not ``archived``): ``run --update`` has something left to do there.
+        created_ids: name -> id, for names whose last record says this log
+            created its environment (``created``, or ``created_earlier``).
     """
 
     last: dict[str, tuple[str, object]] = field(default_factory=dict)
     drifted: set[str] = field(default_factory=set)
+    created_ids: dict[str, str] = field(default_factory=dict)
     foreign: dict[str, int] = field(default_factory=dict)
     has_ours: bool = False
     has_nameless: bool = False
@@ -380,9 +401,29 @@ def read_log(path: str, *, target: str) -> LogState:
         if isinstance(name, str):
             state.last[name] = (record["status"], record.get("spec_key"))
             _note_drift(state.drifted, name, record)
+            _note_created(state.created_ids, name, record)
         else:
             state.has_nameless = True
     return state
+
+
+def is_created_here(record: Mapping[str, Any]) -> bool:
+    """Whether a record says its run, or an earlier run of its log, created the environment."""
+    return record.get("status") == "created" or (
+        record.get("status") in ("exists", "updated")
+        and record.get("created_earlier") is True
+    )
+
+
+def _note_created(
+    created: dict[str, str], name: str, record: Mapping[str, Any]
+) -> None:
+    """Keep ``name``'s id in ``created`` while its last record says this log created it."""
+    env_id = record.get("id")
+    if is_created_here(record) and isinstance(env_id, str):
+        created[name] = env_id
+    else:
+        created.pop(name, None)
 
 
 def _note_drift(drifted: set[str], name: str, record: Mapping[str, Any]) -> None:
@@ -443,7 +484,13 @@ def prepare_resume(
             ),
         )
     log_existed = state.has_ours or not state.foreign
-    return ResumeState(done=done, log_existed=log_existed, foreign=state.foreign)
+    created_ids = {n: i for n, i in state.created_ids.items() if n in redo}
+    return ResumeState(
+        done=done,
+        log_existed=log_existed,
+        foreign=state.foreign,
+        created_ids=created_ids,
+    )
 
 
 def rewrite_log(path: str, *, keep: Callable[[dict[str, Any]], bool]) -> None:

@@ -10,6 +10,7 @@ files, Redis or terminals: it takes any iterable of specs and a sink.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 import anyio
 import structlog
@@ -104,8 +105,10 @@ class Runner:
             raise
         if result is None:
             self.summary.interrupted += 1
-        else:
-            self._record(result)
+            return
+        if self._resume.was_created_here(result):
+            result = replace(result, created_earlier=True)
+        self._record(result)
 
     def _count_earlier(self, status: str) -> None:
         """A spec an earlier run settled: skipped, or still failed (not retried)."""

@@ -30,6 +30,7 @@ from provisioner.results import (
     Result,
     ResultSink,
     Status,
+    is_created_here,
     is_regular_log,
     iter_records,
     rewrite_log,
@@ -88,7 +89,8 @@ def select(path: str, *, target: str, include_existing: bool) -> Selection:
             selection.foreign[label] = selection.foreign.get(label, 0) + 1
             continue
         if isinstance(name := record.get("name"), str):
-            last[name] = (line, record["status"], record.get("id"))
+            status = "created" if is_created_here(record) else record["status"]
+            last[name] = (line, status, record.get("id"))
     for name, (line, status, env_id) in last.items():
         if not isinstance(env_id, str) or not is_env_id(env_id):
             continue

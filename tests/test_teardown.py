@@ -275,20 +275,57 @@ async def start_delete(emulator: Emulator, results: Path) -> asyncio.subprocess.
     )  # fmt: skip
 
 
-def test_after_run_update_the_updated_ones_need_include_existing(
+def test_after_run_update_the_converged_ones_this_log_created_are_torn_down_too(
     live_emulator, write_jobs, tmp_path, capsys
 ):
-    """The walkthrough: run, edit, run --update; delete takes the created two, then all four."""
+    """The walkthrough: run, edit, run --update, delete: all four go, the updated one too."""
     specs = make_specs(3)
     results = tmp_path / "results.jsonl"
     assert cli(live_emulator, "run", write_jobs(specs), "--results", results) == 0
     specs[0]["metadata"] = {"team": "edited"}
     jobs = write_jobs([*specs, *make_specs(1, prefix="new")])
     assert cli(live_emulator, "run", jobs, "--results", results, "--update") == 0
+    updated = [r for r in records(results) if r["status"] == "updated"]
+    assert [(r["name"], r.get("created_earlier")) for r in updated] == [
+        (specs[0]["name"], True)
+    ]
     capsys.readouterr()
     assert cli(live_emulator, "delete", "--from", results, "--yes") == 0
-    assert "1 environments the run found already there" in capsys.readouterr().err
-    assert set(by_name(live_emulator)) == {"team-00000"}
+    assert "will delete 4 environments created by" in capsys.readouterr().err
+    assert by_name(live_emulator) == {}
+
+
+def test_an_environment_found_there_and_then_updated_needs_include_existing(
+    live_emulator, write_jobs, tmp_path, capsys
+):
+    """An environment this log never created stays, even once --update converged it."""
+    specs = make_specs(2)
+    assert (
+        cli(
+            live_emulator,
+            "run",
+            write_jobs(specs[:1]),
+            "--results",
+            tmp_path / "other.jsonl",
+        )
+        == 0
+    )
+    specs[0]["metadata"] = {"team": "edited"}
+    results = tmp_path / "results.jsonl"
+    assert (
+        cli(live_emulator, "run", write_jobs(specs), "--results", results, "--update")
+        == 0
+    )
+    statuses = {
+        r["name"]: (r["status"], r.get("created_earlier")) for r in records(results)
+    }
+    assert statuses == {
+        specs[0]["name"]: ("updated", None),
+        specs[1]["name"]: ("created", None),
+    }
+    capsys.readouterr()
+    assert cli(live_emulator, "delete", "--from", results, "--yes") == 0
+    assert set(by_name(live_emulator)) == {specs[0]["name"]}
     argv = ("--from", results, "--yes", "--include-existing")
     assert cli(live_emulator, "delete", *argv) == 0
     assert by_name(live_emulator) == {}
