@@ -20,7 +20,7 @@ from provisioner.outcome import invalid_result
 from provisioner.pipeline import Pipeline
 from provisioner.results import Result, ResultSink, ResumeState
 from provisioner.sources import InvalidSpec, Spec
-from provisioner.stopping import StopController
+from provisioner.stopping import StopController, run_workers
 from provisioner.summary import StopKind, StopReason, Summary, utcnow
 
 log = structlog.get_logger("provisioner.runner")
@@ -65,12 +65,8 @@ class Runner:
         self._items = iter(items)
         start = anyio.current_time()
         try:
-            async with anyio.create_task_group() as group:
-                self._stop.cancels(group.cancel_scope)
-                for _ in range(self._concurrency):
-                    group.start_soon(self._worker)
+            await run_workers(self._stop, self._concurrency, self._worker)
         finally:
-            self._stop.close()
             self._sink.sync()
             self.summary.wall_s = anyio.current_time() - start
             self.summary.requests = self._pipeline.counts.requests

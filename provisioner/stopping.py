@@ -11,7 +11,8 @@ later run redoes them).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
 import structlog
@@ -91,4 +92,21 @@ class StopController:
             group.cancel_scope.cancel()
 
 
-__all__ = ["StopController"]
+async def run_workers(
+    stop: StopController, count: int, worker: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """``count`` copies of ``worker`` at once, cancelled by ``stop``; ``stop`` is closed after.
+
+    The pool of a file driver (``run``, ``archive``, ``delete``): each worker pulls
+    its next item the moment it is done with one, so nothing waits in batches.
+    """
+    try:
+        async with anyio.create_task_group() as group:
+            stop.cancels(group.cancel_scope)
+            for _ in range(count):
+                group.start_soon(worker)
+    finally:
+        stop.close()
+
+
+__all__ = ["StopController", "run_workers"]

@@ -38,7 +38,7 @@ from provisioner.results import (
 from provisioner.retry import RetryBudget, RetryPolicy, decide
 from provisioner.runner import stop_reason_for
 from provisioner.sender import DrainedError, PipelineCounts, Sender, SpecAttempts
-from provisioner.stopping import StopController
+from provisioner.stopping import StopController, run_workers
 from provisioner.summary import StopKind, StopReason, utcnow
 
 Action = Literal["archive", "delete"]
@@ -215,12 +215,8 @@ class Teardown:
         self._items, self._done = iter(items), done
         start = anyio.current_time()
         try:
-            async with anyio.create_task_group() as group:
-                self._stop.cancels(group.cancel_scope)
-                for _ in range(self._concurrency):
-                    group.start_soon(self._worker)
+            await run_workers(self._stop, self._concurrency, self._worker)
         finally:
-            self._stop.close()
             self._sink.sync()
             self.counts.wall_s = anyio.current_time() - start
             self.counts.requests = self._sent.requests

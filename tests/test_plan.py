@@ -7,13 +7,11 @@ a live emulator over HTTP, whose admin stats count every request it served.
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import structlog
 
 from provisioner.cli import main
 from provisioner.emulator import Emulator
@@ -29,25 +27,11 @@ from provisioner.plan import (
 from provisioner.sources import Spec
 from provisioner.spec import spec_key
 from tests.conftest import TEST_TOKEN, make_specs
+from tests.incli import _logging_left_as_found, cli  # noqa: F401 - the fixture applies here
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 ENV_ID = "env_" + "0" * 31 + "1"
-
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found() -> Iterator[None]:
-    """main() points structlog at this test's captured stderr, closed after it: undo that."""
-    yield
-    structlog.reset_defaults()
-
-
-def cli(emulator: Emulator, command: str, *args: str | Path) -> int:
-    """``provisioner COMMAND`` against ``emulator``, unpaced and without backoff waits."""
-    defaults = ["--api-url", emulator.url, "--backoff", "0", "--rate", "0"]
-    if command == "run":
-        defaults.append("--no-progress")
-    return main([command, *defaults, *map(str, args)])
 
 
 def archive(emulator: Emulator, env_id: str) -> None:

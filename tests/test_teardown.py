@@ -16,38 +16,21 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import structlog
 
-from provisioner.cli import main
 from provisioner.emulator import Emulator
 from provisioner.options import build_parser
 from provisioner.teardown import outcome
 from tests.conftest import TEST_TOKEN, make_specs
+from tests.incli import _logging_left_as_found, cli  # noqa: F401 - the fixture applies here
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 OTHER_API = "https://other.example/api/v1/cloud"
-
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found() -> Iterator[None]:
-    """main() points structlog at this test's captured stderr, closed after it: undo that."""
-    yield
-    structlog.reset_defaults()
-
-
-def cli(emulator: Emulator, command: str, *args: str | Path) -> int:
-    """``provisioner COMMAND`` against ``emulator``, unpaced and without backoff waits."""
-    defaults = ["--api-url", emulator.url, "--backoff", "0", "--rate", "0"]
-    if command == "run":
-        defaults.append("--no-progress")
-    return main([command, *defaults, *map(str, args)])
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import structlog
 from aiohttp import web
 
 from provisioner.cli import main
@@ -39,23 +38,9 @@ from tests.conftest import (
     ThreadedEmulator,
     make_specs,
 )
+from tests.incli import _logging_left_as_found, cli  # noqa: F401 - the fixture applies here
 
 CLOUD = {"type": "cloud"}
-
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found() -> Iterator[None]:
-    """main() points structlog at this test's captured stderr, closed after it: undo that."""
-    yield
-    structlog.reset_defaults()
-
-
-def cli(emulator: Emulator, command: str, *args: str | Path) -> int:
-    """``provisioner COMMAND`` against ``emulator``, unpaced and without backoff waits."""
-    defaults = ["--api-url", emulator.url, "--backoff", "0", "--rate", "0"]
-    if command == "run":
-        defaults.append("--no-progress")
-    return main([command, *defaults, *map(str, args)])
 
 
 def records(path: Path) -> dict[str, dict[str, Any]]:
