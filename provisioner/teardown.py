@@ -288,8 +288,9 @@ class Teardown:
         self, item: Doomed, tries: SpecAttempts, status: Status, error: ErrorInfo | None
     ) -> Result:
         event = f"env.{status}"
+        # Each environment has its record; the log stays as quiet as run's.
         if error is None:
-            log.info(
+            log.debug(
                 event, name=item.name, env_id=item.env_id, status=tries.last_status
             )
         else:
