@@ -22,6 +22,7 @@ from provisioner import eventloop, log
 from provisioner.commands import (
     ExitCode,
     api_settings,
+    metrics_settings,
     pacing,
     print_errors,
     retry_policy,
@@ -31,6 +32,7 @@ from provisioner.commands import (
 )
 from provisioner.engine import Engine, open_pipeline, sandbox_faults, signals_stop
 from provisioner.errors import ProvisionerError
+from provisioner.health import exporter
 from provisioner.lock import LogLock, lock_path
 from provisioner.options import (
     SANDBOX_RESULTS,
@@ -39,7 +41,7 @@ from provisioner.options import (
     check_combinations,
     resolve_env,
 )
-from provisioner.progress import ProgressBar
+from provisioner.progress import ProgressMode, make_progress, progress_mode
 from provisioner.ratelimit import make_limiter
 from provisioner.redact import Scrubber
 from provisioner.results import (
@@ -52,7 +54,7 @@ from provisioner.results import (
 )
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner
-from provisioner.settings import RunSettings
+from provisioner.settings import MetricsSettings, RunSettings
 from provisioner.sources import STDIN, JobFiles, ScanReport, scan
 from provisioner.stopping import StopController
 from provisioner.summary import StopKind, Summary, describe, utcnow
@@ -86,11 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
 
 
-def _dispatch(args_list: list[str]) -> int:
+def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per command, each imported lazily
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "validate":
             return _cmd_validate(args.jobs)
+        if args.command == "completion":
+            from provisioner.completion import script  # noqa: PLC0415 - only completion needs it
+
+            print(script(args.shell), end="")
+            return ExitCode.OK
         given = resolve_env(args, os.environ)
         check_combinations(args, given)
         if args.command == "run":
@@ -99,6 +106,10 @@ def _dispatch(args_list: list[str]) -> int:
             from provisioner.plancli import cmd_plan  # noqa: PLC0415 - only plan needs it
 
             return cmd_plan(args)
+        if args.command == "report":
+            from provisioner.reportcli import cmd_report  # noqa: PLC0415 - only report needs it
+
+            return cmd_report(args)
         if args.command in ("archive", "delete"):
             from provisioner.teardowncli import cmd_teardown  # noqa: PLC0415 - only teardown needs it
 
@@ -160,6 +171,7 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
             resume=bool(args.resume),
             retry_failed=bool(args.retry_failed),
             grace_s=float(args.grace),
+            progress_interval_s=float(args.progress_interval),
         )
         policy = retry_policy(args)
     return settings, policy
@@ -183,7 +195,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         engine=engine,
         settings=settings,
         scrub=Scrubber([api.token.reveal()]),
-        show_progress=not args.no_progress and args.log_format != "json",
+        progress=progress_mode(
+            enabled=not args.no_progress, stream=sys.stderr, log_format=args.log_format
+        ),
+        metrics=metrics_settings(args),
     )
     _check_summary_path(settings, args.jobs)
     with _log_lock(settings), JobFiles(args.jobs, stdin=stdin_stream()) as files:
@@ -283,7 +298,8 @@ class _Plan:
     engine: Engine
     settings: RunSettings
     scrub: Scrubber
-    show_progress: bool
+    progress: ProgressMode
+    metrics: MetricsSettings | None = None
 
 
 async def _run(
@@ -292,13 +308,24 @@ async def _run(
     settings = plan.settings
     stop = StopController(grace_s=settings.grace_s)
     limiter = make_limiter(settings.rate_per_s, adaptive=settings.adaptive_rate)
-    async with open_pipeline(
-        plan.engine, limiter=limiter, stop=stop, replay_is_ours=resume.log_existed
-    ) as pipeline:
+    async with (
+        exporter(plan.metrics, limiter=limiter) as meter,
+        open_pipeline(
+            plan.engine,
+            limiter=limiter,
+            stop=stop,
+            replay_is_ours=resume.log_existed,
+            meter=meter,
+        ) as pipeline,
+    ):
         sink = ResultSink.open(settings.results_path, scrub=plan.scrub)
         skipped = len(report.found & resume.done.keys())
-        bar = ProgressBar(
-            total=report.total - skipped, stream=sys.stderr, enabled=plan.show_progress
+        bar = make_progress(
+            plan.progress,
+            total=report.total - skipped,
+            stream=sys.stderr,
+            interval_s=settings.progress_interval_s,
+            retries=lambda: pipeline.counts.retries,
         )
         runner = Runner(
             pipeline=pipeline,
@@ -308,6 +335,7 @@ async def _run(
             target=plan.engine.target,
             resume=resume,
             on_result=bar.advance,
+            meter=meter,
         )
         try:
             with bar, signals_stop(stop):

@@ -20,7 +20,7 @@ from provisioner.errors import SpecError
 from provisioner.options import AUTO_RATE
 from provisioner.redact import Scrubber, printable
 from provisioner.retry import RetryPolicy
-from provisioner.settings import ApiSettings, Secret
+from provisioner.settings import ApiSettings, MetricsSettings, Secret
 
 
 class ExitCode(IntEnum):
@@ -73,6 +73,13 @@ def pacing(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def metrics_settings(args: argparse.Namespace) -> MetricsSettings | None:
+    """Where to serve metrics and probes: ``None`` without ``--metrics-port``."""
+    if args.metrics_port is None:
+        return None
+    return MetricsSettings(port=int(args.metrics_port), host=args.metrics_host)
+
+
 def retry_policy(args: argparse.Namespace) -> RetryPolicy:
     """The retry policy the flags describe (``run`` and ``worker`` alike)."""
     return RetryPolicy(
@@ -106,6 +113,7 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
 __all__ = [
     "ExitCode",
     "api_settings",
+    "metrics_settings",
     "pacing",
     "print_errors",
     "retry_policy",

@@ -19,6 +19,7 @@ import structlog
 
 from provisioner.client import ApiClient, open_session
 from provisioner.errors import ConfigError
+from provisioner.metrics import NO_METER, Meter
 from provisioner.outcome import OnConflict
 from provisioner.pipeline import Pipeline
 from provisioner.ratelimit import RateLimiter
@@ -64,6 +65,7 @@ async def open_pipeline(
     limiter: RateLimiter,
     stop: StopController,
     replay_is_ours: bool,
+    meter: Meter = NO_METER,
 ) -> AsyncIterator[Pipeline]:
     """A pipeline on a fresh session, closed (with the sandbox, if any) on exit."""
     async with (
@@ -82,6 +84,7 @@ async def open_pipeline(
             on_conflict=engine.on_conflict,
             replay_is_ours=replay_is_ours,
             update=engine.update,
+            meter=meter,
         )
 
 

@@ -23,6 +23,7 @@ from provisioner.settings import (
     DEFAULT_REDIS_URL,
     REDIS_URL_ENV,
     ApiSettings,
+    MetricsSettings,
     RedisSettings,
     RunSettings,
     WorkerSettings,
@@ -34,6 +35,8 @@ LOG_FORMATS = ("auto", "console", "json")
 ON_CONFLICT = ("exists", "fail")
 SANDBOX_RESULTS = "results.sandbox.jsonl"
 AUTO_RATE = "auto"
+MAX_PORT = 65535
+COMPLETION_SHELLS = ("bash", "zsh")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _UNKNOWN = "unrecognized arguments: "
@@ -97,6 +100,16 @@ def _number(kind: type, minimum: float, *, strict: bool = False) -> Convert:
     return convert
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free one)."""
+    value: int = _number(int, 0)(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"expected a port up to {MAX_PORT}, got {text!r}"
+        )
+    return value
+
+
 def _rate(text: str) -> float | str:
     """A rate in requests per second, or ``auto``."""
     if text.strip().lower() == AUTO_RATE:
@@ -105,16 +118,23 @@ def _rate(text: str) -> float | str:
     return value
 
 
-def _choice(options: Sequence[str]) -> Convert:
-    def convert(text: str) -> str:
+class _Choice:
+    """One of ``choices``, any case; the choices stay readable (shell completion lists them)."""
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        self.choices = tuple(choices)
+
+    def __call__(self, text: str) -> str:
         value = text.strip().lower()
-        if value not in options:
+        if value not in self.choices:
             raise argparse.ArgumentTypeError(
-                f"expected one of {', '.join(options)}, got {text!r}"
+                f"expected one of {', '.join(self.choices)}, got {text!r}"
             )
         return value
 
-    return convert
+
+def _choice(options: Sequence[str]) -> Convert:
+    return _Choice(options)
 
 
 def _name(text: str) -> str:
@@ -195,7 +215,8 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--retry-failed", None, _default(RunSettings, "retry_failed"), "on resume, try failed specs again (default on)", negatable=True),
     Flag("--log-format", _choice(LOG_FORMATS), "auto", "console on a terminal, JSON otherwise (default %(default)s)", "{auto,console,json}"),
     Flag("--log-level", _choice(LOG_LEVELS), "info", "debug, info, warning or error (default %(default)s)", "LEVEL"),
-    Flag("--no-progress", None, False, "no progress bar, even on a terminal"),
+    Flag("--no-progress", None, False, "no progress bar on a terminal, no progress events elsewhere"),
+    Flag("--progress-interval", _positive(float), _default(RunSettings, "progress_interval_s"), "off a terminal, seconds between run.progress log events (default %(default)s)", "S"),
     Flag("--redis", _path, None, f"Redis URL, redis:// or rediss:// (TLS) (default {DEFAULT_REDIS_URL}; also $REDIS_URL)", "URL", envs=("PROVISIONER_REDIS", REDIS_URL_ENV)),
     Flag("--redis-password-file", _path, None, "read the Redis password from this file", "PATH"),
     Flag("--redis-ca-file", _path, None, "trust the CA certificates in this PEM file for rediss:// (a private CA)", "PATH"),
@@ -211,6 +232,9 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--from", _path, None, "the result log of the run whose environments to tear down (required)", "RESULTS"),
     Flag("--include-existing", None, False, "also act on environments the run found already there (exists, updated), not only those it created"),
     Flag("--yes", None, False, "do not ask for confirmation (needed without a terminal)"),
+    Flag("--metrics-port", _port, None, "serve Prometheus /metrics, /healthz and /readyz on this port; 0 picks a free one (default: off)", "PORT"),
+    Flag("--metrics-host", _name, _default(MetricsSettings, "host"), "the address --metrics-port listens on (default %(default)s, every interface)", "HOST"),
+    Flag("--html", _path, None, "also write a self-contained HTML report with charts to this file", "PATH"),
 )}  # fmt: skip
 
 _API = (
@@ -226,14 +250,16 @@ _TEARDOWN = (
 )  # fmt: skip
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
-            "--skip-invalid", "--resume", "--retry-failed", "--no-progress", "--update"),
+            "--skip-invalid", "--resume", "--retry-failed", "--no-progress",
+            "--progress-interval", "--update", "--metrics-port", "--metrics-host"),
     "plan": ("--token-file", "--ca-file", "--allow-insecure-http", "--rate", "--timeout",
              "--max-attempts", "--deadline", "--backoff", "--backoff-max",
              "--log-format", "--log-level", "--format", "--detailed-exitcode"),
     "enqueue": (*_REDIS, "--log-format", "--log-level"),
     "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
-               "--exit-when-empty", "--results", *_API),
+               "--exit-when-empty", "--results", *_API, "--metrics-port", "--metrics-host"),
     "queue-status": (*_REDIS, "--group", "--format"),
+    "report": ("--format", "--html"),
     "archive": _TEARDOWN,
     "delete": _TEARDOWN,
 }  # fmt: skip
@@ -366,6 +392,20 @@ def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
         )
 
 
+def _add_report(sub: Any) -> None:
+    parser = sub.add_parser(
+        "report",
+        help="summarise result logs: counts, errors, latency, throughput (--html: charts)",
+        description="Read result logs (a run and its resume, workers' logs) and print counts by status, the top error types, attempts, latency percentiles, wall time, creates/s and the slowest specs; --html also writes a self-contained page with charts.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "results", nargs="+", metavar="RESULTS", help="result logs (JSON Lines)"
+    )
+    for name in COMMAND_FLAGS["report"]:
+        _add_flag(parser, "report", FLAGS[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``provisioner`` argument parser."""
     parser = _Parser(
@@ -388,7 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check every spec of the job files; list every error with file, line and field.",
         allow_abbrev=False,
     )
-    validate.add_argument("jobs", nargs="+", metavar="JOB")
+    validate.add_argument(
+        "jobs",
+        nargs="+",
+        metavar="JOB",
+        help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
+    )
     _add_command(
         sub, "plan", jobs=True, api=True,
         summary="show what run would create and update, sending no write",
@@ -415,6 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
         summary="show a queue: waiting, pending per worker, results, dead letters",
         description="Show the stream's length, pending messages per consumer, results and dead letters.",
     )  # fmt: skip
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for every command, flag and choice; "
+        "source it from your shell's startup file (see the README).",
+        allow_abbrev=False,
+    )
+    completion.add_argument(
+        "shell", choices=COMPLETION_SHELLS, help="the shell: bash or zsh"
+    )
+    _add_report(sub)
     sub.add_parser(
         "emulator",
         help="serve a local emulator of the Environments API (see: provisioner emulator --help)",

@@ -28,6 +28,7 @@ from provisioner.errors import (
     ConflictError,
     TransportError,
 )
+from provisioner.metrics import NO_METER, Meter
 from provisioner.outcome import (
     OnConflict,
     conflict_status,
@@ -65,6 +66,7 @@ class Pipeline:
             or metadata is updated in place (``updated``); otherwise it is
             ``exists``, its differences named in the record's ``drift``.
         clock: the current UTC time.
+        meter: told of every request and retry (``--metrics-port``).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Pipeline:
         replay_is_ours: bool = False,
         update: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        meter: Meter = NO_METER,
     ) -> None:
         self._client = client
         self._stop = stop
@@ -91,7 +94,12 @@ class Pipeline:
         self._names = NameIndex(self._list_page)
         self.counts = PipelineCounts()
         self._sender = Sender(
-            policy=policy, budget=budget, limiter=limiter, stop=stop, counts=self.counts
+            policy=policy,
+            budget=budget,
+            limiter=limiter,
+            stop=stop,
+            counts=self.counts,
+            meter=meter,
         )
 
     async def provision(self, spec: Spec) -> Result | None:

@@ -20,6 +20,7 @@ from provisioner.adaptive import AdaptiveTuning, SharedAdaptiveRateLimiter
 from provisioner.commands import (
     ExitCode,
     api_settings,
+    metrics_settings,
     pacing,
     print_errors,
     retry_policy,
@@ -28,6 +29,7 @@ from provisioner.commands import (
     warnings_to_stderr,
 )
 from provisioner.engine import Engine, open_pipeline, signals_stop
+from provisioner.health import exporter
 from provisioner.lock import LogLock
 from provisioner.ratelimit import (
     POOL_HEADROOM,
@@ -37,7 +39,7 @@ from provisioner.ratelimit import (
 )
 from provisioner.redact import Scrubber
 from provisioner.results import ResultSink
-from provisioner.settings import RedisSettings, WorkerSettings
+from provisioner.settings import MetricsSettings, RedisSettings, WorkerSettings
 from provisioner.sources import JobFiles, Spec, scan
 from provisioner.stopping import StopController
 from provisioner.stream import JobQueue, QueueStatus
@@ -147,7 +149,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     scrub = Scrubber([api.token.reveal()])
     with _local_log(settings.results_path):
-        worker_summary, dead = eventloop.run(_work(engine, redis, settings, scrub))
+        worker_summary, dead = eventloop.run(
+            _work(engine, redis, settings, scrub, metrics_settings(args))
+        )
     for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
         say(f"worker {redis.consumer}: {line}", scrub)
     if dead:
@@ -170,13 +174,17 @@ async def _work(
     redis: RedisSettings,
     settings: WorkerSettings,
     scrub: Scrubber,
+    metrics: MetricsSettings | None = None,
 ) -> tuple[Summary, int]:
     stop = StopController(grace_s=settings.grace_s)
     async with _connected(redis, retries=8) as queue:
         limiter = _pool_limiter(queue, settings, stop)
-        async with open_pipeline(
-            engine, limiter=limiter, stop=stop, replay_is_ours=True
-        ) as pipeline:
+        async with (
+            exporter(metrics, limiter=limiter, queue=queue, group=redis.group) as meter,
+            open_pipeline(
+                engine, limiter=limiter, stop=stop, replay_is_ours=True, meter=meter
+            ) as pipeline,
+        ):
             sink = None
             if settings.results_path is not None:
                 sink = ResultSink.open(settings.results_path, scrub=scrub)
@@ -190,6 +198,7 @@ async def _work(
                 target=engine.target,
                 scrub=scrub,
                 sink=sink,
+                meter=meter,
             )
             try:
                 with signals_stop(stop):
@@ -214,7 +223,9 @@ def _pool_limiter(
         return Unlimited()
     rate = settings.rate_per_s * POOL_HEADROOM
     return SharedRateLimiter(
-        lambda: queue.reserve(rate_per_s=rate), is_stopping=lambda: stop.is_stopping
+        lambda: queue.reserve(rate_per_s=rate),
+        is_stopping=lambda: stop.is_stopping,
+        rate_per_s=rate,
     )
 
 

@@ -16,6 +16,7 @@ import anyio
 import structlog
 
 from provisioner.errors import ResultLogError
+from provisioner.metrics import NO_METER, Meter
 from provisioner.outcome import invalid_result
 from provisioner.pipeline import Pipeline
 from provisioner.results import Result, ResultSink, ResumeState
@@ -37,6 +38,7 @@ class Runner:
         target: what records name as their API.
         resume: what an earlier run against this API already settled.
         on_result: called with each record after it is written (progress display).
+        meter: counts each record by status (``--metrics-port``).
     """
 
     def __init__(
@@ -49,7 +51,9 @@ class Runner:
         target: str | None = None,
         resume: ResumeState | None = None,
         on_result: Callable[[Result], None] | None = None,
+        meter: Meter = NO_METER,
     ) -> None:
+        self._meter = meter
         self._pipeline = pipeline
         self._stop = stop
         self._sink = sink
@@ -122,6 +126,7 @@ class Runner:
             self._stop.stop(stop_reason_for(exc))
             return
         self.summary.record(result)
+        self._meter.recorded(result.status)
         if self._on_result is not None:
             self._on_result(result)
 

@@ -9,6 +9,7 @@ drain keeps from being sent (:class:`DrainedError`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ import structlog
 
 from provisioner.errors import ApiError, TransportError
 from provisioner.httpstatus import meaning
+from provisioner.metrics import CANCELLED, NO_METER, Meter
 from provisioner.outcome import error_type
 from provisioner.ratelimit import RateLimiter
 from provisioner.retry import RetryBudget, RetryPolicy
@@ -69,6 +71,7 @@ class Sender:
         limiter: paces every request, retries and list calls included.
         stop: the run's stop controller (drain, grace, cancel).
         counts: where retries are counted.
+        meter: told of every request and retry (``--metrics-port``).
     """
 
     def __init__(
@@ -79,7 +82,9 @@ class Sender:
         limiter: RateLimiter,
         stop: StopController,
         counts: PipelineCounts,
+        meter: Meter = NO_METER,
     ) -> None:
+        self._meter = meter
         self._policy = policy
         self._budget = budget
         self._limiter = limiter
@@ -133,14 +138,20 @@ class Sender:
         await self._limiter.acquire()
         if self._stop.is_stopping:
             raise DrainedError
+        self._meter.request_started()
         try:
             answer = await send()
         except ApiError as exc:
+            self._meter.request_ended(exc.status)
             slows_down = meaning(exc.status).slows_down
             self._limiter.feedback(
                 throttled=slows_down, retry_after_s=exc.retry_after_s
             )
             raise
+        except BaseException as exc:
+            self._meter.request_ended(_failure_code(exc))
+            raise
+        self._meter.request_ended(getattr(answer, "http_status", 200))
         self._limiter.feedback(throttled=False)
         return answer
 
@@ -153,6 +164,7 @@ class Sender:
         wait_s: float,
     ) -> None:
         self._counts.retries += 1
+        self._meter.retried()
         tries.last_cost = self._budget.cost_of(exc)
         log.debug(
             "request.retry_scheduled",
@@ -162,6 +174,15 @@ class Sender:
             error_type=error_type(exc),
             status=getattr(exc, "status", None),
         )
+
+
+def _failure_code(exc: BaseException) -> str:
+    """How a request that got no HTTP answer is counted: its error type."""
+    if isinstance(exc, TransportError):
+        return exc.error_type
+    if isinstance(exc, asyncio.CancelledError):
+        return CANCELLED
+    return "error"
 
 
 __all__ = ["DrainedError", "PipelineCounts", "Sender", "SpecAttempts"]

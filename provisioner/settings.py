@@ -222,6 +222,7 @@ class RunSettings:
         resume: skip specs the result log already has as ``created`` or ``exists``.
         retry_failed: on resume, try again the specs the log has as ``failed``.
         grace_s: on SIGINT/SIGTERM, how long requests in flight may finish.
+        progress_interval_s: off a terminal, seconds between ``run.progress`` events.
     """
 
     concurrency: int = 8
@@ -234,9 +235,14 @@ class RunSettings:
     resume: bool = True
     retry_failed: bool = True
     grace_s: float = 30.0
+    progress_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         _check_pacing(self.concurrency, self.rate_per_s, self.grace_s)
+        if not self.progress_interval_s > 0:
+            raise ConfigError(
+                f"--progress-interval must be above 0, got {self.progress_interval_s}"
+            )
 
     @property
     def is_stdout_results(self) -> bool:
@@ -369,3 +375,19 @@ class WorkerSettings:
             raise ConfigError(
                 f"--max-deliveries must be at least 1, got {self.max_deliveries}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where ``run`` and ``worker`` serve ``/metrics``, ``/healthz`` and ``/readyz``.
+
+    Attributes:
+        port: the TCP port (``--metrics-port``); 0 picks a free one.
+        host: the address to bind (``--metrics-host``); every interface by
+            default, as exporters do, so a container can be scraped.
+        probe_timeout_s: the longest ``/readyz`` and a scrape wait for Redis.
+    """
+
+    port: int
+    host: str = "0.0.0.0"  # noqa: S104 - an exporter is scraped from outside; --metrics-host narrows it
+    probe_timeout_s: float = 2.0

@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from provisioner.errors import QueueError, ResultLogError
+from provisioner.metrics import NO_METER, Meter
 from provisioner.pipeline import Pipeline
 from provisioner.results import SUCCESS, Result, ResultSink
 from provisioner.runner import stop_reason_for
@@ -54,6 +55,7 @@ class Worker:
         target: what records name as their API.
         scrub: what every stored message goes through (masks the token).
         sink: also append every settled record to this local log.
+        meter: counts each settled record by status (``--metrics-port``).
     """
 
     def __init__(
@@ -68,7 +70,9 @@ class Worker:
         target: str,
         scrub: Callable[[str], str] = str,
         sink: ResultSink | None = None,
+        meter: Meter = NO_METER,
     ) -> None:
+        self._meter = meter
         self._queue = queue
         self._pipeline = pipeline
         self._stop = stop
@@ -214,6 +218,7 @@ class Worker:
             return
         status = orjson.loads(written)["status"]
         self.summary.count(status)
+        self._meter.recorded(status)
         log.debug(f"env.{status}", name=spec.name, message_id=message.id)
         self._write_local(written)
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from provisioner.errors import ConfigError
-from provisioner.ratelimit import TIMER_SLACK_S, LocalRateLimiter
+from provisioner.ratelimit import TIMER_SLACK_S, LocalRateLimiter, SharedRateLimiter
 
 
 class FakeTime:
@@ -106,3 +106,38 @@ def test_a_rate_must_be_positive_and_the_burst_at_least_one(
     """A zero or negative rate, or a burst below one, is a ConfigError."""
     with pytest.raises(ConfigError):
         LocalRateLimiter(rate, burst=burst)
+
+
+async def test_a_pool_worker_that_wakes_late_takes_a_new_slot_once() -> None:
+    """A shared-limit worker woken past half a slot after its slot reserves the next one."""
+    time = FakeTime()
+    reservations: list[float] = []
+
+    async def reserve() -> float:
+        reservations.append(time.now)
+        return 0.025
+
+    async def late_sleep(seconds: float) -> None:
+        time.now += seconds + 0.05  # the process was starved for 50 ms
+
+    limiter = SharedRateLimiter(
+        reserve, sleep=late_sleep, rate_per_s=40, clock=time.clock
+    )
+    await limiter.acquire()
+    assert len(reservations) == 2  # the missed slot given up, the next one kept
+
+
+async def test_a_pool_worker_on_time_keeps_its_slot() -> None:
+    """Woken on time (or just after), a worker sends in the slot it reserved."""
+    time = FakeTime()
+    reservations: list[float] = []
+
+    async def reserve() -> float:
+        reservations.append(time.now)
+        return 0.025
+
+    limiter = SharedRateLimiter(
+        reserve, sleep=time.sleep, rate_per_s=40, clock=time.clock
+    )
+    await limiter.acquire()
+    assert len(reservations) == 1

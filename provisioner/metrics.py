@@ -1,0 +1,229 @@
+"""What ``run`` and ``worker`` count for Prometheus, and what the hot path calls.
+
+Every request goes through :class:`provisioner.sender.Sender`, which tells a
+:class:`Meter` when a request starts, how it ended and when a retry is
+scheduled; the drivers tell it each record's status. Without
+``--metrics-port`` the meter is :data:`NO_METER`, whose methods do nothing, so
+nothing is registered or counted. With it, :class:`Metrics` keeps its series in
+a registry of its own (never the global one), so several runs in one process do
+not collide.
+
+The series (see the README's "Metrics and health"):
+
+- ``provisioner_requests_total{code}``: requests answered, by HTTP status
+  (``201``, ``429``...) or, with no usable answer, by error type (``timeout``,
+  ``connection_error``...).
+- ``provisioner_request_retries_total``: retries scheduled.
+- ``provisioner_requests_in_flight``: requests sent and not yet answered.
+- ``provisioner_records_total{status}``: records written, by status.
+- ``provisioner_rate_limit_requests_per_second``: the rate the limiter paces at
+  now (``+Inf`` unlimited, ``NaN`` not yet known).
+- workers only: ``provisioner_queue_lag_messages``,
+  ``provisioner_queue_pending_messages`` and
+  ``provisioner_queue_dead_letters_messages``, read from Redis at each scrape.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from provisioner.ratelimit import RateLimiter, Unlimited
+
+if TYPE_CHECKING:  # only a worker has a queue: run does not import Redis
+    from provisioner.stream import QueueStatus
+
+#: The ``code`` of a request the stop cancelled before its answer (not a failure of the API).
+CANCELLED = "cancelled"
+
+
+class Meter(Protocol):
+    """What the request path and the drivers report; each call must be cheap."""
+
+    def request_started(self) -> None:
+        """A request is about to be sent."""
+
+    def request_ended(self, code: int | str) -> None:
+        """A request ended: its HTTP status, or the error type when none came."""
+
+    def retried(self) -> None:
+        """A retry was scheduled."""
+
+    def recorded(self, status: str) -> None:
+        """A record with this status was written."""
+
+
+class NoMeter:
+    """The meter without ``--metrics-port``: every call does nothing."""
+
+    def request_started(self) -> None:
+        """Nothing is counted."""
+
+    def request_ended(self, code: int | str) -> None:
+        """Nothing is counted."""
+
+    def retried(self) -> None:
+        """Nothing is counted."""
+
+    def recorded(self, status: str) -> None:
+        """Nothing is counted."""
+
+
+NO_METER = NoMeter()
+
+
+@dataclass(slots=True)
+class ApiHealth:
+    """How the last request to the API ended, for ``/readyz``.
+
+    Attributes:
+        failure: the error type of the last request if it got no answer, else ``None``.
+        answered_at: monotonic seconds of the last HTTP answer, ``None`` before one.
+    """
+
+    failure: str | None = None
+    answered_at: float | None = None
+
+
+class Metrics:
+    """The Prometheus series of one run or worker, in a registry of their own.
+
+    Args:
+        clock: monotonic seconds (when the API last answered).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = CollectorRegistry()
+        self.api = ApiHealth()
+        self._clock = clock
+        reg = self.registry
+        self._requests = Counter(
+            "provisioner_requests",
+            "Requests answered, by HTTP status or, without an answer, error type.",
+            ["code"],
+            registry=reg,
+        )
+        self._retries = Counter(
+            "provisioner_request_retries", "Retries scheduled.", registry=reg
+        )
+        self._in_flight = Gauge(
+            "provisioner_requests_in_flight",
+            "Requests sent and not yet answered.",
+            registry=reg,
+        )
+        self._records = Counter(
+            "provisioner_records",
+            "Records written, by status.",
+            ["status"],
+            registry=reg,
+        )
+        self._rate = Gauge(
+            "provisioner_rate_limit_requests_per_second",
+            "The rate the limiter paces requests at now (+Inf: unlimited).",
+            registry=reg,
+        )
+        self._queue: dict[str, Gauge] = {}
+
+    def request_started(self) -> None:
+        """A request is about to be sent."""
+        self._in_flight.inc()
+
+    def request_ended(self, code: int | str) -> None:
+        """A request ended with HTTP status ``code``, or the error type ``code``."""
+        self._in_flight.dec()
+        self._requests.labels(str(code)).inc()
+        if isinstance(code, int):
+            self.api.failure = None
+            self.api.answered_at = self._clock()
+        elif code != CANCELLED:
+            self.api.failure = code
+
+    def retried(self) -> None:
+        """A retry was scheduled."""
+        self._retries.inc()
+
+    def recorded(self, status: str) -> None:
+        """A record with this status was written."""
+        self._records.labels(status).inc()
+
+    def watch_rate(self, limiter: RateLimiter) -> None:
+        """Read the limiter's current rate at every scrape."""
+        self._rate.set_function(lambda: rate_of(limiter))
+
+    def show_queue(self, status: QueueStatus) -> None:
+        """Set the queue gauges from a snapshot (workers only)."""
+        values = {
+            "lag": ("Messages waiting, not yet delivered to any worker.", _lag(status)),
+            "pending": (
+                "Messages delivered to the group and not yet acknowledged.",
+                status.pending,
+            ),
+            "dead_letters": (
+                "Messages in the dead-letter stream.",
+                status.dead_letters,
+            ),
+        }
+        for name, (text, value) in values.items():
+            if name not in self._queue:
+                self._queue[name] = Gauge(
+                    f"provisioner_queue_{name}_messages", text, registry=self.registry
+                )
+            self._queue[name].set(value)
+
+    def render(self) -> bytes:
+        """Every series in the Prometheus text format (without ``_created`` samples)."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(CollectorRegistry):
+    """A registry's series less the ``*_created`` timestamps the text format shows as gauges.
+
+    They would read as a status (``provisioner_records_created{status="created"}``),
+    and turning them off for the whole process (``disable_created_metrics``)
+    would reach beyond this registry.
+    """
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        super().__init__(auto_describe=False)
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        """The source's metrics, each without its ``_created`` sample."""
+        for metric in self._source.collect():
+            metric.samples = [
+                s for s in metric.samples if not s.name.endswith("_created")
+            ]
+            yield metric
+
+
+def _lag(status: QueueStatus) -> int:
+    """Entries in the stream not yet delivered: the stream less those pending."""
+    return max(0, status.length - status.pending)
+
+
+def rate_of(limiter: RateLimiter) -> float:
+    """Requests per second ``limiter`` paces at now: ``+Inf`` unlimited, ``NaN`` unknown."""
+    if isinstance(limiter, Unlimited):
+        return math.inf
+    # By attribute, so that run does not import the adaptive limiters it does not use:
+    # a local adaptive limiter follows its controller, the others say their rate.
+    source = getattr(limiter, "controller", limiter)
+    rate = getattr(source, "rate_per_s", None)
+    return math.nan if rate is None else float(rate)
+
+
+__all__ = [
+    "CANCELLED",
+    "NO_METER",
+    "ApiHealth",
+    "Meter",
+    "Metrics",
+    "NoMeter",
+    "rate_of",
+]

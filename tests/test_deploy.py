@@ -1,0 +1,239 @@
+"""The manifests under deploy/ parse, keep their promises and run real commands."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provisioner.emulator.cli import build_parser as emulator_parser
+from provisioner.options import build_parser, check_combinations, resolve_env
+from provisioner.sources import JobFiles, scan
+
+ROOT = Path(__file__).parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    with (DEPLOY / name).open(encoding="utf-8") as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+def of_kind(name: str, kind: str) -> dict[str, Any]:
+    (found,) = [doc for doc in documents(name) if doc.get("kind") == kind]
+    return found
+
+
+def parse(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
+    """Parse argv as provisioner would, with ``env`` as the environment."""
+    args = build_parser().parse_args(argv)
+    check_combinations(args, resolve_env(args, env))
+    return args
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def pod_of(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def test_every_manifest_parses_as_yaml() -> None:
+    """Every YAML document under deploy/ parses with a safe loader."""
+    names = sorted(p.name for p in DEPLOY.glob("*.yaml"))
+    assert names == ["compose.yaml", "cronjob.yaml", "worker.yaml"]
+    for name in names:
+        assert documents(name), name
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("cronjob.yaml", "CronJob"), ("worker.yaml", "Deployment")]
+)
+def test_pods_run_locked_down_with_resources(name: str, kind: str) -> None:
+    """Each pod runs non-root, read-only, without capabilities, with resources and a /tmp."""
+    pod = pod_of(of_kind(name, kind))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert {"requests", "limits"} <= container["resources"].keys()
+    tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]  # noqa: S108 - a mount point, not a file
+    assert tmp, "a read-only root needs a writable /tmp"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("cronjob.yaml", "CronJob"), ("worker.yaml", "Deployment")]
+)
+def test_the_token_comes_from_a_secret_file(name: str, kind: str) -> None:
+    """The token is a Secret mounted as a file and read with --token-file, never an env value or argv."""
+    pod = pod_of(of_kind(name, kind))
+    (container,) = pod["containers"]
+    args = parse(container["args"], container_env(container))
+    secrets = {
+        v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v
+    }
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    folder = str(Path(args.token_file).parent)
+    assert mounts[folder] in secrets
+    names = {e["name"] for e in container.get("env", [])}
+    assert "QODER_PAT" not in names
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("cronjob.yaml", "CronJob"), ("worker.yaml", "Deployment")]
+)
+def test_termination_grace_outlasts_the_drain(name: str, kind: str) -> None:
+    """The kubelet waits longer than --grace before SIGKILL, so a drain can finish."""
+    pod = pod_of(of_kind(name, kind))
+    (container,) = pod["containers"]
+    args = parse(container["args"], container_env(container))
+    assert pod["terminationGracePeriodSeconds"] > args.grace
+
+
+def test_the_cronjob_never_overlaps_and_keeps_its_log_on_a_volume() -> None:
+    """The scheduled run is Forbid, writes its result log to a PVC and reads jobs from a ConfigMap."""
+    cronjob = of_kind("cronjob.yaml", "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    pod = pod_of(cronjob)
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    args = parse(container["args"], container_env(container))
+    assert args.command == "run"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claim = volumes[mounts[str(Path(args.results).parent)]]["persistentVolumeClaim"]
+    assert (
+        claim["claimName"]
+        == of_kind("cronjob.yaml", "PersistentVolumeClaim")["metadata"]["name"]
+    )
+    jobs_volume = volumes[mounts[str(Path(args.jobs[0]).parent)]]
+    assert (
+        jobs_volume["configMap"]["name"]
+        == of_kind("cronjob.yaml", "ConfigMap")["metadata"]["name"]
+    )
+    # A usage error or failed specs wait for the next schedule; retrying at once cannot help.
+    (fail,) = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert sorted(fail["onExitCodes"]["values"]) == [1, 2]
+
+
+def test_the_cronjob_job_files_validate(tmp_path: Path) -> None:
+    """Every job file of the CronJob's ConfigMap is valid, as `provisioner validate` sees it."""
+    data = of_kind("cronjob.yaml", "ConfigMap")["data"]
+    for filename, text in data.items():
+        path = tmp_path / filename
+        path.write_text(text)
+        with JobFiles([str(path)]) as files:
+            report = scan(files)
+        assert report.errors == [], filename
+        assert report.total > 0
+
+
+def test_the_worker_deployment_has_probes_on_its_metrics_port() -> None:
+    """Liveness asks /healthz and readiness /readyz on the port --metrics-port serves."""
+    (container,) = pod_of(of_kind("worker.yaml", "Deployment"))["containers"]
+    assert parse(container["args"], container_env(container)).command == "worker"
+    assert "--metrics-port=9100" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["livenessProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "metrics",
+    }
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/readyz",
+        "port": "metrics",
+    }
+    assert ports["metrics"] == 9100
+
+
+def compose() -> dict[str, Any]:
+    (doc,) = documents("compose.yaml")
+    return doc
+
+
+def test_compose_has_redis_the_emulator_an_enqueue_and_workers() -> None:
+    """The compose file runs Redis, the emulator, a one-shot enqueue and several workers with real commands."""
+    services = compose()["services"]
+    assert {"redis", "emulator", "enqueue", "worker"} <= services.keys()
+    emulator = emulator_parser().parse_args(services["emulator"]["command"][1:])
+    assert emulator.host == "0.0.0.0"  # noqa: S104 - reachable by the workers
+    enqueue = parse(services["enqueue"]["command"], {})
+    worker = parse(services["worker"]["command"], {})
+    assert (enqueue.command, worker.command) == ("enqueue", "worker")
+    assert enqueue.stream == worker.stream
+    for job in enqueue.jobs:
+        assert (ROOT / job).exists(), job
+    assert worker.api_url == f"http://emulator:{emulator.port}"
+    assert services["worker"]["deploy"]["replicas"] > 1
+    for name in ("redis", "emulator", "worker"):
+        assert "healthcheck" in services[name], name
+
+
+def test_compose_workers_get_longer_than_grace_to_stop() -> None:
+    """`docker compose stop` waits longer than the workers' --grace before SIGKILL."""
+    worker = compose()["services"]["worker"]
+    grace = parse(worker["command"], {}).grace
+    assert int(worker["stop_grace_period"].removesuffix("s")) > grace
+
+
+def _compose_tool() -> list[str] | None:
+    for tool in (["docker", "compose"], ["podman-compose"]):
+        if shutil.which(tool[0]) is None:
+            continue
+        probe = subprocess.run(  # noqa: PLW1510 - the exit code is the answer
+            [*tool, "version"], capture_output=True, timeout=30
+        )
+        if probe.returncode == 0:
+            return tool
+    return None
+
+
+def test_compose_services_start(tmp_path: Path) -> None:
+    """Where a compose tool works, `compose up` starts Redis, the emulator and the workers."""
+    tool = _compose_tool()
+    if tool is None:
+        pytest.skip(
+            "no working `docker compose` or `podman-compose` here "
+            "(and `podman run` does not work on this machine)"
+        )
+    token = DEPLOY / "qoder_pat.txt"
+    created = not token.exists()
+    if created:
+        token.write_text("pt-compose-try")
+    base = [
+        *tool,
+        "-f",
+        str(DEPLOY / "compose.yaml"),
+        "-p",
+        f"prov-test-{tmp_path.name}",
+    ]
+    try:
+        up = subprocess.run(  # noqa: PLW1510 - asserted below
+            [*base, "up", "--build", "--wait", "-d"], capture_output=True, timeout=600
+        )
+        assert up.returncode == 0, up.stderr.decode()[-2000:]
+        ps = subprocess.run(
+            [*base, "ps", "--services", "--status", "running"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert {"redis", "emulator", "worker"} <= set(ps.stdout.split())
+    finally:
+        subprocess.run([*base, "down", "-v"], capture_output=True, timeout=300)  # noqa: PLW1510 - best-effort cleanup
+        if created:
+            token.unlink()
