@@ -145,7 +145,11 @@ class ProgressLog:
 
     def advance(self, result: Result) -> None:
         """Count one finished spec (nothing is formatted here)."""
-        self._counts[result.status] = self._counts.get(result.status, 0) + 1
+        self.count(result.status)
+
+    def count(self, status: str) -> None:
+        """Count one finished spec of ``status`` (a worker knows only the status)."""
+        self._counts[status] = self._counts.get(status, 0) + 1
         self._done += 1
 
     def report(self, *, final: bool = False) -> None:

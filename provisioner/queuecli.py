@@ -31,6 +31,8 @@ from provisioner.commands import (
 from provisioner.engine import Engine, open_pipeline, signals_stop
 from provisioner.health import exporter
 from provisioner.lock import LogLock
+from provisioner.pipeline import Pipeline
+from provisioner.progress import ProgressLog, progress_mode
 from provisioner.ratelimit import (
     POOL_HEADROOM,
     RateLimiter,
@@ -137,6 +139,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             exit_when_empty=bool(args.exit_when_empty),
             grace_s=float(args.grace),
             results_path=args.results,
+            progress_interval_s=float(args.progress_interval),
         )
         engine = Engine(
             api=api,
@@ -150,7 +153,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     scrub = Scrubber([api.token.reveal()])
     with _local_log(settings.results_path):
         worker_summary, dead = eventloop.run(
-            _work(engine, redis, settings, scrub, metrics_settings(args))
+            _work(
+                engine,
+                redis,
+                settings,
+                scrub,
+                metrics_settings(args),
+                events=progress_mode(
+                    enabled=True, stream=sys.stderr, log_format=args.log_format
+                )
+                == "events",
+            )
         )
     for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
         say(f"worker {redis.consumer}: {line}", scrub)
@@ -175,6 +188,8 @@ async def _work(
     settings: WorkerSettings,
     scrub: Scrubber,
     metrics: MetricsSettings | None = None,
+    *,
+    events: bool = False,
 ) -> tuple[Summary, int]:
     stop = StopController(grace_s=settings.grace_s)
     async with _connected(redis, retries=8) as queue:
@@ -188,6 +203,7 @@ async def _work(
             sink = None
             if settings.results_path is not None:
                 sink = ResultSink.open(settings.results_path, scrub=scrub)
+            progress = _progress(settings, pipeline, events=events)
             worker = Worker(
                 queue=queue,
                 pipeline=pipeline,
@@ -199,14 +215,29 @@ async def _work(
                 scrub=scrub,
                 sink=sink,
                 meter=meter,
+                on_settled=None if progress is None else progress.count,
             )
             try:
-                with signals_stop(stop):
+                with signals_stop(stop), progress or contextlib.nullcontext():
                     summary = await worker.run()
             finally:
                 if sink is not None:
                     sink.close()
             return summary, worker.dead_letters
+
+
+def _progress(
+    settings: WorkerSettings, pipeline: Pipeline, *, events: bool
+) -> ProgressLog | None:
+    """Off a terminal, a ``worker.progress`` event every few seconds (a queue has no total)."""
+    if not events:
+        return None
+    return ProgressLog(
+        total=None,
+        interval_s=settings.progress_interval_s,
+        retries=lambda: pipeline.counts.retries,
+        event="worker.progress",
+    )
 
 
 def _pool_limiter(

@@ -355,6 +355,7 @@ class WorkerSettings:
         grace_s: on SIGINT/SIGTERM, how long specs in progress may finish.
         results_path: also append every record to this JSON Lines file.
         poll_s: the longest a read waits for new messages (and for a stop to be seen).
+        progress_interval_s: off a terminal, seconds between ``worker.progress`` events.
     """
 
     concurrency: int = 8
@@ -366,9 +367,14 @@ class WorkerSettings:
     grace_s: float = 30.0
     results_path: str | None = None
     poll_s: float = 0.5
+    progress_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         _check_pacing(self.concurrency, self.rate_per_s, self.grace_s)
+        if not self.progress_interval_s > 0:
+            raise ConfigError(
+                f"--progress-interval must be above 0, got {self.progress_interval_s}"
+            )
         if self.claim_idle_s <= 0:
             raise ConfigError(f"--claim-idle must be positive, got {self.claim_idle_s}")
         if self.max_deliveries < 1:

@@ -71,8 +71,10 @@ class Worker:
         scrub: Callable[[str], str] = str,
         sink: ResultSink | None = None,
         meter: Meter = NO_METER,
+        on_settled: Callable[[str], None] | None = None,
     ) -> None:
         self._meter = meter
+        self._on_settled = on_settled
         self._queue = queue
         self._pipeline = pipeline
         self._stop = stop
@@ -219,6 +221,8 @@ class Worker:
         status = orjson.loads(written)["status"]
         self.summary.count(status)
         self._meter.recorded(status)
+        if self._on_settled is not None:
+            self._on_settled(status)
         log.debug(f"env.{status}", name=spec.name, message_id=message.id)
         self._write_local(written)
 

@@ -36,6 +36,14 @@ MakeEmulator = Callable[..., Awaitable[Emulator]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """An in-process ``main()`` points structlog at the test's captured stderr, which
+    is closed after the test: every test starts and ends with structlog's defaults."""
+    yield
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
     """A running emulator that accepts ``TEST_TOKEN``; its ``faults`` plan is live."""

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-import structlog
 
 from provisioner.cli import main
 from provisioner.emulator import Emulator
-
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found() -> Iterator[None]:
-    """main() points structlog at this test's captured stderr, closed after it: undo that."""
-    yield
-    structlog.reset_defaults()
 
 
 def cli(emulator: Emulator, command: str, *args: str | Path) -> int:

@@ -24,7 +24,6 @@ from provisioner.metrics import Metrics
 from provisioner.settings import MetricsSettings, RedisSettings
 from provisioner.stream import JobQueue
 from tests.conftest import TEST_TOKEN, ThreadedEmulator, make_specs, redis_url
-from tests.incli import _logging_left_as_found  # noqa: F401 - the fixture applies here
 
 CLI = [sys.executable, "-m", "provisioner"]
 _STARTED: list[subprocess.Popen[str]] = []

@@ -27,7 +27,7 @@ from provisioner.plan import (
 from provisioner.sources import Spec
 from provisioner.spec import spec_key
 from tests.conftest import TEST_TOKEN, make_specs
-from tests.incli import _logging_left_as_found, cli  # noqa: F401 - the fixture applies here
+from tests.incli import cli
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

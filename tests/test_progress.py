@@ -14,8 +14,11 @@ import orjson
 import pytest
 
 from provisioner.cli import main
+from provisioner.emulator.faults import FaultPlan
 from provisioner.progress import ProgressBar, ProgressLog, progress_mode
 from tests.conftest import TEST_TOKEN, make_specs
+from tests.test_queue import cli as queue_cli
+from tests.test_queue import finish, redis_args, start_worker
 from tests.test_results import result
 
 
@@ -284,3 +287,32 @@ def test_the_readme_example_event_has_the_fields_of_a_real_one() -> None:
     real = ProgressLog(total=1, interval_s=5, clock=_Clock()).snapshot(100.0)
     assert list(example)[: len(real)] == list(real)
     assert set(example) - set(real) == {"event", "level", "timestamp"}
+
+
+@pytest.mark.slow
+def test_a_worker_off_a_terminal_logs_worker_progress_events(
+    redis, make_live_emulator, write_jobs
+):
+    """A queue worker writing to a log file reports done, counts and rates (no total), then a final event."""
+    emulator = make_live_emulator(faults=FaultPlan(latency_ms=20))
+    jobs = write_jobs(make_specs(24))
+    assert queue_cli("enqueue", jobs, *redis_args(redis)).returncode == 0
+    worker = start_worker(
+        redis, emulator, "--exit-when-empty", "--concurrency", "2",
+        "--rate", "12", "--progress-interval", "0.3",
+    )  # fmt: skip
+    code, err = finish(worker)
+    assert code == 0, err
+    events = [
+        orjson.loads(line)
+        for line in err.splitlines()
+        if line.startswith("{") and '"worker.progress"' in line
+    ]
+    assert len(events) >= 2
+    assert [e["final"] for e in events].count(True) == 1
+    assert events[-1]["final"]
+    assert events[-1]["done"] == 24
+    assert events[-1]["created"] == 24
+    assert "total" not in events[-1]
+    assert "eta_s" not in events[-1]
+    assert _control_characters(err) == set()

@@ -26,7 +26,7 @@ from provisioner.emulator import Emulator
 from provisioner.options import build_parser
 from provisioner.teardown import outcome
 from tests.conftest import TEST_TOKEN, make_specs
-from tests.incli import _logging_left_as_found, cli  # noqa: F401 - the fixture applies here
+from tests.incli import cli
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

@@ -38,7 +38,7 @@ from tests.conftest import (
     ThreadedEmulator,
     make_specs,
 )
-from tests.incli import _logging_left_as_found, cli  # noqa: F401 - the fixture applies here
+from tests.incli import cli
 
 CLOUD = {"type": "cloud"}
 
