@@ -32,8 +32,8 @@ from provisioner.commands import (
 )
 from provisioner.engine import Engine, open_pipeline, sandbox_faults, signals_stop
 from provisioner.errors import ProvisionerError
-from provisioner.health import exporter
 from provisioner.lock import LogLock, lock_path
+from provisioner.meter import exporter
 from provisioner.options import (
     SANDBOX_RESULTS,
     UsageError,

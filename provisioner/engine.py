@@ -19,7 +19,7 @@ import structlog
 
 from provisioner.client import ApiClient, open_session
 from provisioner.errors import ConfigError
-from provisioner.metrics import NO_METER, Meter
+from provisioner.meter import NO_METER, Meter
 from provisioner.outcome import OnConflict
 from provisioner.pipeline import Pipeline
 from provisioner.ratelimit import RateLimiter

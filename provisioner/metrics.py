@@ -1,12 +1,12 @@
 """What ``run`` and ``worker`` count for Prometheus, and what the hot path calls.
 
 Every request goes through :class:`provisioner.sender.Sender`, which tells a
-:class:`Meter` when a request starts, how it ended and when a retry is
-scheduled; the drivers tell it each record's status. Without
-``--metrics-port`` the meter is :data:`NO_METER`, whose methods do nothing, so
-nothing is registered or counted. With it, :class:`Metrics` keeps its series in
-a registry of its own (never the global one), so several runs in one process do
-not collide.
+:class:`provisioner.meter.Meter` when a request starts, how it ended and when a
+retry is scheduled; the drivers tell it each record's status. Without
+``--metrics-port`` the meter is ``NO_METER`` (:mod:`provisioner.meter`), and this
+module, prometheus-client and the health server are not even imported. With it,
+:class:`Metrics` keeps its series in a registry of its own (never the global
+one), so several runs in one process do not collide.
 
 The series (see the README's "Metrics and health"):
 
@@ -29,53 +29,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from provisioner.meter import CANCELLED, NO_METER, Meter, NoMeter
 from provisioner.ratelimit import RateLimiter, Unlimited
 
 if TYPE_CHECKING:  # only a worker has a queue: run does not import Redis
     from provisioner.stream import QueueStatus
-
-#: The ``code`` of a request the stop cancelled before its answer (not a failure of the API).
-CANCELLED = "cancelled"
-
-
-class Meter(Protocol):
-    """What the request path and the drivers report; each call must be cheap."""
-
-    def request_started(self) -> None:
-        """A request is about to be sent."""
-
-    def request_ended(self, code: int | str) -> None:
-        """A request ended: its HTTP status, or the error type when none came."""
-
-    def retried(self) -> None:
-        """A retry was scheduled."""
-
-    def recorded(self, status: str) -> None:
-        """A record with this status was written."""
-
-
-class NoMeter:
-    """The meter without ``--metrics-port``: every call does nothing."""
-
-    def request_started(self) -> None:
-        """Nothing is counted."""
-
-    def request_ended(self, code: int | str) -> None:
-        """Nothing is counted."""
-
-    def retried(self) -> None:
-        """Nothing is counted."""
-
-    def recorded(self, status: str) -> None:
-        """Nothing is counted."""
-
-
-NO_METER = NoMeter()
 
 
 @dataclass(slots=True)

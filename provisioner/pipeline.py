@@ -28,7 +28,7 @@ from provisioner.errors import (
     ConflictError,
     TransportError,
 )
-from provisioner.metrics import NO_METER, Meter
+from provisioner.meter import NO_METER, Meter
 from provisioner.outcome import (
     OnConflict,
     conflict_status,

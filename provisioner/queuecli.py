@@ -29,8 +29,8 @@ from provisioner.commands import (
     warnings_to_stderr,
 )
 from provisioner.engine import Engine, open_pipeline, signals_stop
-from provisioner.health import exporter
 from provisioner.lock import LogLock
+from provisioner.meter import exporter
 from provisioner.pipeline import Pipeline
 from provisioner.progress import ProgressLog, progress_mode
 from provisioner.ratelimit import (

@@ -16,7 +16,7 @@ import anyio
 import structlog
 
 from provisioner.errors import ResultLogError
-from provisioner.metrics import NO_METER, Meter
+from provisioner.meter import NO_METER, Meter
 from provisioner.outcome import invalid_result
 from provisioner.pipeline import Pipeline
 from provisioner.results import Result, ResultSink, ResumeState

@@ -19,7 +19,7 @@ import structlog
 
 from provisioner.errors import ApiError, TransportError
 from provisioner.httpstatus import meaning
-from provisioner.metrics import CANCELLED, NO_METER, Meter
+from provisioner.meter import CANCELLED, NO_METER, Meter
 from provisioner.outcome import error_type
 from provisioner.ratelimit import RateLimiter
 from provisioner.retry import RetryBudget, RetryPolicy

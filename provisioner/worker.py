@@ -26,7 +26,7 @@ import orjson
 import structlog
 
 from provisioner.errors import QueueError, ResultLogError
-from provisioner.metrics import NO_METER, Meter
+from provisioner.meter import NO_METER, Meter
 from provisioner.pipeline import Pipeline
 from provisioner.results import SUCCESS, Result, ResultSink
 from provisioner.runner import stop_reason_for
