@@ -280,24 +280,11 @@ class ApiClient:
             TransportError: no usable answer; ``bad_answer`` (ambiguous: it may
                 have committed) for a body without a valid id or above the cap.
         """
-        extra = header_block(
-            {
-                "Idempotency-Key": idempotency_key,
-                "X-Qoder-Retry-Count": str(attempt - 1),
-            }
-        )
-        status, payload, resp_headers = await self._send(
-            "POST /environments",
-            self._create_line + self._headers + self._json + extra,
-            orjson.dumps(body),
+        status, payload, resp_headers = await self._post_keyed(
+            "/environments", self._create_line, body, idempotency_key, attempt
         )
         if not isinstance(payload, dict) or not is_env_id(payload.get("id")):
-            # A success we cannot read may still have committed: retry with the key.
-            raise TransportError(
-                self._scrub(f"HTTP {status} create: {describe_missing_id(payload)}"),
-                is_ambiguous=True,
-                error_type="bad_answer",
-            )
+            raise self._bad_answer(status, "create", payload)
         return Created(
             environment=payload,
             http_status=status,
@@ -326,30 +313,42 @@ class ApiClient:
         if not is_env_id(env_id):
             raise ValueError(f"not an environment id: {env_id!r}")
         path = f"/environments/{env_id}"
+        line = request_line("POST", self._prefix + path)
+        status, payload, resp_headers = await self._post_keyed(
+            path, line, body, idempotency_key, attempt
+        )
+        if not isinstance(payload, dict) or payload.get("id") != env_id:
+            raise self._bad_answer(status, "update", payload)
+        return Updated(
+            environment=payload,
+            http_status=status,
+            request_id=request_id(resp_headers, payload),
+        )
+
+    async def _post_keyed(
+        self,
+        path: str,
+        line: bytes,
+        body: Mapping[str, Any],
+        idempotency_key: str,
+        attempt: int,
+    ) -> tuple[int, object, Mapping[str, str]]:
+        """A JSON ``POST`` (request ``line``) with its ``Idempotency-Key`` and retry count."""
         extra = header_block(
             {
                 "Idempotency-Key": idempotency_key,
                 "X-Qoder-Retry-Count": str(attempt - 1),
             }
         )
-        status, payload, resp_headers = await self._send(
-            f"POST {path}",
-            request_line("POST", self._prefix + path)
-            + self._headers
-            + self._json
-            + extra,
-            orjson.dumps(body),
-        )
-        if not isinstance(payload, dict) or payload.get("id") != env_id:
-            raise TransportError(
-                self._scrub(f"HTTP {status} update: {describe_missing_id(payload)}"),
-                is_ambiguous=True,
-                error_type="bad_answer",
-            )
-        return Updated(
-            environment=payload,
-            http_status=status,
-            request_id=request_id(resp_headers, payload),
+        head = line + self._headers + self._json + extra
+        return await self._send(f"POST {path}", head, orjson.dumps(body))
+
+    def _bad_answer(self, status: int, what: str, payload: object) -> TransportError:
+        """A success that cannot be believed; it may have committed, so the key retries it."""
+        return TransportError(
+            self._scrub(f"HTTP {status} {what}: {describe_missing_id(payload)}"),
+            is_ambiguous=True,
+            error_type="bad_answer",
         )
 
     async def get(self, env_id: str) -> dict[str, Any]:
