@@ -67,7 +67,7 @@ head -1 "$tmp/help.txt"
 version=$(in_ctr provisioner --version)
 [[ $version =~ ^provisioner\ [0-9] ]] || fail "--version printed '$version'"
 echo "$version"
-loop=$(in_ctr python -c 'import httptools; from provisioner import eventloop; print(eventloop.loop_name())')
+loop=$(in_ctr python -c 'from provisioner import eventloop; print(eventloop.loop_name())')
 [[ $loop == uvloop ]] || fail "the image runs on the '$loop' event loop, not uvloop"
 echo "event loop: $loop"
 

@@ -104,6 +104,7 @@ def translate_error(
         "should_retry": _should_retry(headers),
     }
     what = meaning(status)
+    fields["is_throttled"] = what.is_throttled
     if what.stops_run:
         return AuthError(message, **fields)
     if status == 409:  # noqa: PLR2004 - conflict
@@ -125,7 +126,9 @@ def _conflict(message: str, fields: dict[str, Any]) -> ApiError:
         return ConflictError(message, reason="name", **fields)
     is_misuse = any(word in text for word in _KEY_MISUSE_WORDS)
     if not is_misuse and any(word in text for word in _IN_FLIGHT_WORDS):
-        return RetryableApiError(message, **fields)
+        # The server asks us to come back once the first request has finished:
+        # a wait, like a 429, not a failure.
+        return RetryableApiError(message, **{**fields, "is_throttled": True})
     return ConflictError(message, reason="idempotency", **fields)
 
 

@@ -1,8 +1,14 @@
-"""``ApiClient``: the Environments API over one connection pool (:mod:`provisioner.transport`).
+"""``ApiClient``: the Environments API on one ``aiohttp.ClientSession``.
 
 It sends one request per call and translates every answer into a value or an
 exception from :mod:`provisioner.errors`; it never retries, sleeps or logs bodies.
-The transport's exceptions never leave this module.
+aiohttp's exceptions never leave this module.
+
+:func:`open_session` sizes the pool to the run's concurrency, closes a
+connection idle for :data:`IDLE_CLOSE_S` (before a NAT, load balancer or server
+drops it silently), connects with happy eyeballs (RFC 8305: the next address is
+tried 0.25 s after the first stays silent) and verifies TLS. The proxy, if any,
+comes from :mod:`provisioner.proxy`; HTTPS goes through it with ``CONNECT``.
 
 It believes nothing a server says (:mod:`provisioner.answers` reads the
 answers): a create without a well-formed id, a body above its size cap and an
@@ -17,10 +23,12 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
+import aiohttp
 import orjson
+from yarl import URL
 
 from provisioner import __version__
 from provisioner.answers import (
@@ -34,19 +42,9 @@ from provisioner.answers import (
     request_id,
     translate_error,
 )
-from provisioner.errors import ConfigError, TransportError
+from provisioner.errors import CONNECTION_RESET, ConfigError, TransportError
 from provisioner.redact import Scrubber
 from provisioner.settings import ApiSettings
-from provisioner.transport import (
-    AnswerTooLargeError,
-    ConnectError,
-    HttpPool,
-    Origin,
-    TlsError,
-    TransportFailureError,
-    header_block,
-    request_line,
-)
 
 USER_AGENT = f"provisioner/{__version__}"
 PAGE_LIMIT = 100
@@ -54,6 +52,16 @@ MAX_ANSWER_BYTES = 1024 * 1024
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_LIST_PAGES = 10_000
 LIST_DEADLINE_S = 300.0
+#: Seconds a kept-alive connection may sit idle before it is closed: below the 5 s
+#: of Node's servers and far below NAT and load balancer idle timeouts, so a
+#: request never meets a connection that was dropped without a word.
+IDLE_CLOSE_S = 4.0
+#: The longest wait for one connection (each address tried within it).
+CONNECT_TIMEOUT_S = 10.0
+#: Caps on an answer's head, refused while reading: one line, one field, fields.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 16 * 1024
+MAX_HEADERS = 128
 
 Clock = Callable[[], float]
 
@@ -191,13 +199,16 @@ def next_cursor(page: Page, *, use_page: bool) -> tuple[str | None, bool]:
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """A verifying TLS context: trusting only ``ca_file`` when given, else the
-    system's store (which honours ``SSL_CERT_FILE``).
+    """A verifying TLS context: trusting only ``ca_file`` (a PEM file, or a
+    hashed directory) when given, else the system's store, which honours
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``.
 
     Raises:
         ConfigError: ``ca_file`` cannot be read or holds no certificate.
     """
     try:
+        if ca_file is not None and Path(ca_file).is_dir():
+            return ssl.create_default_context(capath=ca_file)
         return ssl.create_default_context(cafile=ca_file)
     except OSError as exc:  # ssl.SSLError is an OSError too
         reason = exc.strerror or str(exc)
@@ -205,18 +216,45 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
 
 
 def open_session(
-    *, concurrency: int, timeout_s: float, ca_file: str | None = None
-) -> HttpPool:
-    """A connection pool sized to the run's concurrency (see :mod:`provisioner.transport`).
+    *,
+    concurrency: int,
+    timeout_s: float,
+    ca_file: str | None = None,
+    idle_close_s: float = IDLE_CLOSE_S,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """A session whose pool is sized to the run's concurrency; call it in the loop.
 
     Certificates are always verified (see :func:`tls_context`). A few spare
-    connections serve the list calls that reconcile conflicts.
+    connections serve the list calls that reconcile conflicts. Each request
+    must end within ``timeout_s``, connecting included. No cookies are kept,
+    no compression is asked for, answers' heads are capped while they are read.
+
+    Args:
+        idle_close_s: seconds an idle connection is kept (default
+            :data:`IDLE_CLOSE_S`).
+        resolver: how host names are looked up (default: the system's).
 
     Raises:
         ConfigError: ``ca_file`` cannot be read or holds no certificate.
     """
-    return HttpPool(
-        limit=concurrency + 2, timeout_s=timeout_s, ssl_context=tls_context(ca_file)
+    connector = aiohttp.TCPConnector(
+        limit=concurrency + 2,
+        ssl=tls_context(ca_file),
+        keepalive_timeout=idle_close_s,
+        resolver=resolver,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+        max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_FIELD_BYTES,
+        max_headers=MAX_HEADERS,
     )
 
 
@@ -224,18 +262,21 @@ class ApiClient:
     """Create, update, get and list environments.
 
     Args:
-        session: an open connection pool; the caller owns and closes it.
-        settings: base URL, token and timeout.
+        session: an open session (:func:`open_session`); the caller owns and closes it.
+        settings: base URL, token, timeout and proxies.
         max_answer_bytes: the largest create or get answer read (default 1 MiB).
         max_page_bytes: the largest list page read (default 64 MiB).
         max_list_pages: pages :meth:`iter_environments` reads at most.
         list_deadline_s: seconds :meth:`iter_environments` may take in all.
         clock: monotonic seconds for the list deadline; tests inject one.
+
+    Raises:
+        ConfigError: the token holds a line break or NUL; a bad proxy URL.
     """
 
     def __init__(
         self,
-        session: HttpPool,
+        session: aiohttp.ClientSession,
         *,
         settings: ApiSettings,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
@@ -247,21 +288,29 @@ class ApiClient:
         if max_answer_bytes < 1 or max_page_bytes < 1:
             raise ConfigError("answer size caps must be at least 1 byte")
         self._session = session
-        base = settings.base_url.rstrip("/")
-        try:
-            self._origin = Origin.of(base)
-        except ValueError as exc:
-            raise ConfigError(f"the API URL is not an http(s) URL: {base}") from exc
-        self._prefix = urlsplit(base).path
+        self._base = settings.base_url.rstrip("/")
         token = settings.token.reveal()
-        self._scrub = Scrubber([token])
-        common = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        try:
-            self._headers = header_block({**common, "Authorization": f"Bearer {token}"})
-        except ValueError as exc:
-            raise ConfigError("the token holds a line break or NUL") from exc
-        self._create_line = request_line("POST", f"{self._prefix}/environments")
-        self._json = b"Content-Type: application/json\r\n"
+        if any(c in token for c in "\r\n\0"):
+            raise ConfigError("the token holds a line break or NUL")
+        self._headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Authorization": f"Bearer {token}",
+        }
+        route = settings.proxy.route(self._base)
+        self._via: dict[str, Any] = {}
+        secrets = [token]
+        if route is not None:
+            self._via["proxy"] = route.url
+            if route.authorization is not None:
+                auth = route.authorization.reveal()
+                self._via["proxy_headers"] = {"Proxy-Authorization": auth}
+                secrets.append(auth)
+            if route.password is not None:
+                secrets.append(route.password.reveal())
+        self.proxy = route
+        self._scrub = Scrubber(secrets)
+        self._create_url = URL(f"{self._base}/environments")
         self._max_answer_bytes = max_answer_bytes
         self._max_page_bytes = max_page_bytes
         self._walk = WalkLimits(
@@ -281,7 +330,7 @@ class ApiClient:
                 have committed) for a body without a valid id or above the cap.
         """
         status, payload, resp_headers = await self._post_keyed(
-            "/environments", self._create_line, body, idempotency_key, attempt
+            "/environments", self._create_url, body, idempotency_key, attempt
         )
         if not isinstance(payload, dict) or not is_env_id(payload.get("id")):
             raise self._bad_answer(status, "create", payload)
@@ -310,12 +359,9 @@ class ApiClient:
             TransportError: no usable answer; ``bad_answer`` (ambiguous) for a
                 body that is not this environment or is above the cap.
         """
-        if not is_env_id(env_id):
-            raise ValueError(f"not an environment id: {env_id!r}")
-        path = f"/environments/{env_id}"
-        line = request_line("POST", self._prefix + path)
+        path = self._env_path(env_id)
         status, payload, resp_headers = await self._post_keyed(
-            path, line, body, idempotency_key, attempt
+            path, URL(self._base + path), body, idempotency_key, attempt
         )
         if not isinstance(payload, dict) or payload.get("id") != env_id:
             raise self._bad_answer(status, "update", payload)
@@ -328,20 +374,23 @@ class ApiClient:
     async def _post_keyed(
         self,
         path: str,
-        line: bytes,
+        url: URL,
         body: Mapping[str, Any],
         idempotency_key: str,
         attempt: int,
     ) -> tuple[int, object, Mapping[str, str]]:
-        """A JSON ``POST`` (request ``line``) with its ``Idempotency-Key`` and retry count."""
-        extra = header_block(
-            {
-                "Idempotency-Key": idempotency_key,
-                "X-Qoder-Retry-Count": str(attempt - 1),
-            }
+        """A JSON ``POST`` to ``url`` with its ``Idempotency-Key`` and retry count."""
+        if any(c in idempotency_key for c in "\r\n\0"):
+            raise ValueError("the idempotency key holds a line break or NUL")
+        headers = {
+            **self._headers,
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+            "X-Qoder-Retry-Count": str(attempt - 1),
+        }
+        return await self._send(
+            "POST", url, f"POST {path}", headers=headers, data=orjson.dumps(body)
         )
-        head = line + self._headers + self._json + extra
-        return await self._send(f"POST {path}", head, orjson.dumps(body))
 
     def _bad_answer(self, status: int, what: str, payload: object) -> TransportError:
         """A success that cannot be believed; it may have committed, so the key retries it."""
@@ -352,9 +401,24 @@ class ApiClient:
         )
 
     async def get(self, env_id: str) -> dict[str, Any]:
-        """``GET /environments/{id}``."""
+        """``GET /environments/{id}``: only an answer that is that environment.
+
+        Raises:
+            ApiError: (or a subclass) for an error status or a redirect.
+            TransportError: no usable answer; ``bad_answer`` for another
+                environment's answer (a confused server or connection).
+        """
         _, payload, _ = await self._request("GET", f"/environments/{env_id}")
-        return expect_object(payload)
+        env = expect_object(payload)
+        if env.get("id") != env_id:
+            raise TransportError(
+                self._scrub(
+                    f"GET /environments/{env_id}: the answer is not that environment"
+                ),
+                is_ambiguous=False,
+                error_type=BAD_ANSWER,
+            )
+        return env
 
     async def archive(self, env_id: str) -> Answered:
         """``POST /environments/{id}/archive`` (no body, no idempotency key).
@@ -459,69 +523,166 @@ class ApiClient:
         max_bytes: int | None = None,
     ) -> tuple[int, object, Mapping[str, str]]:
         """A request without a body to ``path`` under the base URL."""
-        target = self._prefix + path
+        url = URL(self._base + path)
         if params:
-            target += "?" + urlencode(params)
-        head = request_line(method, target) + self._headers
-        return await self._send(f"{method} {path}", head, b"", max_bytes=max_bytes)
+            url = url.with_query(params)
+        return await self._send(
+            method, url, f"{method} {path}", headers=self._headers, max_bytes=max_bytes
+        )
 
     async def _send(
-        self, where: str, head: bytes, body: bytes, *, max_bytes: int | None = None
+        self,
+        method: str,
+        url: URL,
+        where: str,
+        *,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[int, object, Mapping[str, str]]:
         """One request; its answer read up to ``max_bytes`` (the answer cap)."""
         max_bytes = max_bytes or self._max_answer_bytes
-        try:
-            answer = await self._session.request(
-                self._origin, head, body, max_body_bytes=max_bytes
+        if self._session.closed:
+            raise TransportError(
+                f"{where}: the HTTP session is closed",
+                is_ambiguous=False,
+                error_type=CONNECTION_ERROR,
             )
-        except (TimeoutError, TransportFailureError) as exc:
+        try:
+            async with self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                **self._via,
+            ) as answer:
+                raw = await read_capped(answer, max_bytes)
+                status, resp_headers = answer.status, answer.headers
+        except (TimeoutError, aiohttp.ClientError, AnswerTooLargeError) as exc:
             raise self._transport_error(where, exc, max_bytes) from exc
-        status, resp_headers = answer.status, answer.headers
         if status in REDIRECT_STATUSES:  # never followed: it would hand the token on
             raise redirect_error(where, status, resp_headers, scrub=self._scrub)
-        payload = parse_json(answer.body)
+        payload = parse_json(raw)
         if status >= 400:  # noqa: PLR2004 - HTTP's error boundary
-            raise translate_error(
-                status, payload, answer.body, resp_headers, scrub=self._scrub
-            )
+            raise translate_error(status, payload, raw, resp_headers, scrub=self._scrub)
         return status, payload, resp_headers
 
     def _transport_error(
         self, where: str, exc: BaseException, max_bytes: int
     ) -> TransportError:
-        is_post = where.startswith("POST")
-        if isinstance(exc, TimeoutError):
-            return TransportError(
-                f"{where}: no answer within the timeout",
-                is_ambiguous=True,
-                error_type="timeout",
-            )
-        if isinstance(exc, TlsError):
+        kind = _failure_kind(exc)
+        if kind == PROXY_ERROR:
+            return self._proxy_error(where, exc)
+        reason = _reason(exc)
+        # kind -> (what happened, may it have reached the server, worth a retry)
+        text, is_ambiguous, is_retryable = {
+            _TOO_LARGE: (
+                f"the answer is larger than the {max_bytes}-byte cap; not read",
+                where.startswith("POST"),
+                True,
+            ),
+            "timeout": ("no answer within the timeout", True, True),
             # A certificate the client cannot trust will not improve on a retry.
+            TLS_ERROR: (f"TLS check failed: {exc}", False, False),
+            CONNECTION_ERROR: (f"cannot connect: {reason}", False, True),
+            BAD_ANSWER: (f"not an HTTP answer we can read: {reason}", True, True),
+        }.get(kind, (f"connection lost: {reason}", True, True))
+        return TransportError(
+            self._scrub(f"{where}: {text}"),
+            is_ambiguous=is_ambiguous,
+            error_type=BAD_ANSWER if kind == _TOO_LARGE else kind,
+            is_retryable=is_retryable,
+        )
+
+    def _proxy_error(self, where: str, exc: BaseException) -> TransportError:
+        """The proxy refused the ``CONNECT`` or could not reach the API: nothing was sent."""
+        status = getattr(exc, "status", 0)
+        shown = self.proxy.url if self.proxy is not None else "the proxy"
+        if status == 407:  # noqa: PLR2004 - Proxy Authentication Required
             return TransportError(
-                self._scrub(f"{where}: TLS check failed: {exc}"),
+                f"{where}: proxy {shown} asks for credentials (HTTP 407): put "
+                "them in the proxy URL (user:password@) of PROVISIONER_PROXY, "
+                "--proxy-file or HTTPS_PROXY",
                 is_ambiguous=False,
-                error_type=TLS_ERROR,
+                error_type=PROXY_ERROR,
                 is_retryable=False,
             )
-        if isinstance(exc, ConnectError):
-            return TransportError(
-                self._scrub(f"{where}: cannot connect: {exc}"),
-                is_ambiguous=False,
-                error_type="connection_error",
-            )
-        if isinstance(exc, AnswerTooLargeError):
-            return TransportError(
-                f"{where}: the answer is larger than the {max_bytes}-byte cap; not read",
-                is_ambiguous=is_post,
-                error_type="bad_answer",
-            )
+        reason = f"HTTP {status}" if status else _reason(exc)
         return TransportError(
-            self._scrub(f"{where}: connection lost: {exc}"), is_ambiguous=True
+            self._scrub(f"{where}: proxy {shown} failed: {reason}"),
+            is_ambiguous=False,
+            error_type=PROXY_ERROR,
         )
 
 
+class AnswerTooLargeError(Exception):
+    """An answer declared or delivered more bytes than its cap (never leaves this module)."""
+
+
+async def read_capped(answer: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The whole body of ``answer``, refused as soon as it passes ``max_bytes``.
+
+    Raises:
+        AnswerTooLargeError: the declared length or the bytes so far pass the cap;
+            the connection is closed, never reused.
+    """
+    declared = answer.content_length
+    if declared is not None and declared > max_bytes:
+        answer.close()
+        raise AnswerTooLargeError
+    if declared is not None:
+        return await answer.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            answer.close()
+            raise AnswerTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+#: ``TransportError.error_type`` values besides ``timeout`` and ``connection_reset``.
+CONNECTION_ERROR = "connection_error"
+PROXY_ERROR = "proxy_error"
+BAD_ANSWER = "bad_answer"
+
+
+_TOO_LARGE = "too_large"
+# aiohttp's exceptions, most specific first, and the error type each one is.
+_FAILURE_KINDS: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...
+] = (
+    (AnswerTooLargeError, _TOO_LARGE),
+    ((aiohttp.ClientHttpProxyError, aiohttp.ClientProxyConnectionError), PROXY_ERROR),
+    ((aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch), TLS_ERROR),
+    (aiohttp.ConnectionTimeoutError, CONNECTION_ERROR),  # nothing was sent
+    (TimeoutError, "timeout"),
+    (aiohttp.ClientConnectorError, CONNECTION_ERROR),
+    # A head aiohttp would not parse: too long, too many fields, not HTTP.
+    (aiohttp.ClientResponseError, BAD_ANSWER),
+)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """What went wrong, from aiohttp's exception: one of this module's error types."""
+    return next(
+        (kind for types, kind in _FAILURE_KINDS if isinstance(exc, types)),
+        CONNECTION_RESET,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """aiohttp's words for ``exc``, or its type when it has none."""
+    return str(exc) or type(exc).__name__
+
+
 __all__ = [
+    "CONNECTION_ERROR",
+    "IDLE_CLOSE_S",
+    "PROXY_ERROR",
     "TLS_ERROR",
     "WALK_LIMIT",
     "Answered",

@@ -14,13 +14,14 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from provisioner.errors import SpecError
+from provisioner.errors import ConfigError, SpecError
 from provisioner.options import AUTO_RATE
-from provisioner.redact import Scrubber, printable
+from provisioner.redact import Scrubber, Secret, printable
 from provisioner.retry import RetryPolicy
-from provisioner.settings import ApiSettings, MetricsSettings, Secret
+from provisioner.settings import ApiSettings, MetricsSettings
 
 
 class ExitCode(IntEnum):
@@ -107,7 +108,32 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
             timeout_s=float(args.timeout),
             ca_file=args.ca_file,
             allow_insecure_http=bool(args.allow_insecure_http),
+            **proxy_setting(args),
         )
+
+
+def proxy_setting(args: argparse.Namespace) -> dict[str, Any]:
+    """``--proxy``, ``PROVISIONER_PROXY`` or the URL in ``--proxy-file``, and its source.
+
+    Raises:
+        ConfigError: the proxy file cannot be read or is empty.
+    """
+    if args.proxy_file is not None:
+        path = args.proxy_file
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read proxy file {path}: {exc.strerror}") from exc
+        if not value:
+            raise ConfigError(f"proxy file {path} is empty")
+        return {"proxy": value, "proxy_source": f"--proxy-file {path}"}
+    if args.proxy is None:
+        return {}
+    from_env = os.environ.get("PROVISIONER_PROXY", "").strip() == args.proxy
+    return {
+        "proxy": args.proxy,
+        "proxy_source": "PROVISIONER_PROXY" if from_env else "--proxy",
+    }
 
 
 __all__ = [
@@ -116,6 +142,7 @@ __all__ = [
     "metrics_settings",
     "pacing",
     "print_errors",
+    "proxy_setting",
     "retry_policy",
     "say",
     "stdin_stream",

@@ -74,8 +74,13 @@ async def open_pipeline(
             concurrency=engine.concurrency, timeout_s=api.timeout_s, ca_file=api.ca_file
         ) as session,
     ):
+        client = ApiClient(session, settings=api)
+        if client.proxy is not None:
+            log.info(
+                "proxy.selected", proxy=client.proxy.url, source=client.proxy.source
+            )
         yield Pipeline(
-            client=ApiClient(session, settings=api),
+            client=client,
             policy=engine.policy,
             budget=RetryBudget(),
             limiter=limiter,

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: ``TransportError.error_type`` of a connection that broke without an answer.
+CONNECTION_RESET = "connection_reset"
+
 
 class ProvisionerError(Exception):
     """Root of every error provisioner raises on purpose."""
@@ -94,6 +97,8 @@ class ApiError(ProvisionerError):
         retry_after_s: the wait the server asked for (``retry-after-ms`` or
             ``Retry-After``), if it asked.
         should_retry: the server's ``x-should-retry`` header, if it sent one.
+        is_throttled: the server asks us to wait, not failing (a 429, or a 409
+            for a key still being processed): its retry costs no retry budget.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class ApiError(ProvisionerError):
         request_id: str | None = None,
         retry_after_s: float | None = None,
         should_retry: bool | None = None,
+        is_throttled: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -113,6 +119,7 @@ class ApiError(ProvisionerError):
         self.request_id = request_id
         self.retry_after_s = retry_after_s
         self.should_retry = should_retry
+        self.is_throttled = is_throttled
 
     def __str__(self) -> str:
         text = f"HTTP {self.status} {self.error_type}: {self.message}"
@@ -162,7 +169,7 @@ class TransportError(ProvisionerError):
         message: str,
         *,
         is_ambiguous: bool,
-        error_type: str = "connection_reset",
+        error_type: str = CONNECTION_RESET,
         is_retryable: bool = True,
     ) -> None:
         super().__init__(message)

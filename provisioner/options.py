@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, NoReturn
 
 from provisioner import __version__
+from provisioner.proxy import DIRECT, has_password
 from provisioner.retry import RetryPolicy
 from provisioner.settings import (
     DEFAULT_REDIS_URL,
@@ -150,6 +151,25 @@ def _path(text: str) -> str:
     return text
 
 
+def _proxy(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError(
+            f"expected a proxy URL (http://host:port) or {DIRECT}, got an empty value"
+        )
+    return value
+
+
+def _proxy_on_argv(text: str) -> str:
+    # Whatever is on the command line shows in `ps` to every user of the host.
+    if has_password(text):
+        raise argparse.ArgumentTypeError(
+            "the proxy URL holds a password, which would show in ps: put it in "
+            "PROVISIONER_PROXY or a file named by --proxy-file"
+        )
+    return _proxy(text)
+
+
 def _switch(text: str) -> bool:
     value = text.strip().lower()
     if value in _TRUE:
@@ -172,6 +192,7 @@ class Flag:
     metavar: str | None = None
     negatable: bool = False  # --flag / --no-flag
     envs: tuple[str, ...] = ()  # variables other than PROVISIONER_<FLAG>, in order
+    argv_convert: Convert | None = None  # a stricter check for argv (no secrets there)
 
     @property
     def dest(self) -> str:
@@ -198,6 +219,8 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--sandbox-faults", str, None, "with --sandbox: the emulator's faults, e.g. error_503=0.05,reset_after_commit=0.02,latency_ms=20,seed=7", "LIST"),
     Flag("--token-file", _path, None, "read the token from this file instead of $QODER_PAT", "PATH"),
     Flag("--ca-file", _path, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
+    Flag("--proxy", _proxy, None, f"send API requests through this proxy (http://host:port; https goes through CONNECT); {DIRECT} = connect directly, whatever HTTPS_PROXY says. A password belongs in PROVISIONER_PROXY or --proxy-file, never here (default: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY, less NO_PROXY)", "URL", argv_convert=_proxy_on_argv),
+    Flag("--proxy-file", _path, None, "read the proxy URL, which may hold user:password@, from this file", "PATH"),
     Flag("--allow-insecure-http", None, False, "allow a plain http:// API URL that is not loopback (sends the token unencrypted)"),
     Flag("--concurrency", _number(int, 1), _default(RunSettings, "concurrency"), "requests in flight at most (default %(default)s)", "N"),
     Flag("--rate", _rate, _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited; auto = find the server's limit (a worker's pool learns it together) (default %(default)s)", "R"),
@@ -238,21 +261,23 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
 )}  # fmt: skip
 
 _API = (
-    "--token-file", "--ca-file", "--allow-insecure-http", "--concurrency", "--rate",
+    "--token-file", "--ca-file", "--proxy", "--proxy-file", "--allow-insecure-http",
+    "--concurrency", "--rate",
     "--timeout", "--max-attempts", "--deadline", "--backoff", "--backoff-max", "--grace",
     "--on-conflict", "--log-format", "--log-level",
 )  # fmt: skip
 _REDIS = ("--redis", "--redis-password-file", "--redis-ca-file", "--stream")
 _TEARDOWN = (
     "--from", "--results", "--include-existing", "--yes", "--token-file", "--ca-file",
-    "--allow-insecure-http", "--concurrency", "--rate", "--timeout", "--max-attempts",
+    "--proxy", "--proxy-file", "--allow-insecure-http", "--concurrency", "--rate", "--timeout", "--max-attempts",
     "--deadline", "--backoff", "--backoff-max", "--grace", "--log-format", "--log-level",
 )  # fmt: skip
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress",
             "--progress-interval", "--update", "--metrics-port", "--metrics-host"),
-    "plan": ("--token-file", "--ca-file", "--allow-insecure-http", "--rate", "--timeout",
+    "plan": ("--token-file", "--ca-file", "--proxy", "--proxy-file",
+             "--allow-insecure-http", "--rate", "--timeout",
              "--max-attempts", "--deadline", "--backoff", "--backoff-max",
              "--log-format", "--log-level", "--format", "--detailed-exitcode"),
     "enqueue": (*_REDIS, "--log-format", "--log-level"),
@@ -297,7 +322,11 @@ def _add_flag(parser: argparse.ArgumentParser, command: str, flag: Flag) -> None
         parser.add_argument(flag.name, action=action, default=None, help=text)
         return
     parser.add_argument(
-        flag.name, type=flag.convert, default=None, metavar=flag.metavar, help=text
+        flag.name,
+        type=flag.argv_convert or flag.convert,
+        default=None,
+        metavar=flag.metavar,
+        help=text,
     )
 
 
@@ -372,6 +401,8 @@ def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
     Raises:
         UsageError: naming both flags.
     """
+    if getattr(args, "proxy", None) is not None and args.proxy_file is not None:
+        raise UsageError("--proxy and --proxy-file exclude each other")
     if args.command != "run":
         return
     if args.sandbox_faults is not None and not args.sandbox:

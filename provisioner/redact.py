@@ -59,6 +59,33 @@ class Scrubber:
         return Scrubber((*self._secrets, secret))
 
 
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
 def _mask_match(match: re.Match[str]) -> str:
     return (match.group("label") or match.group("scheme")) + MASK
 
@@ -75,4 +102,4 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"  # noqa: PLR2004 - one byte or two
 
 
-__all__ = ["MASK", "Scrubber", "printable"]
+__all__ = ["MASK", "Scrubber", "Secret", "printable"]

@@ -4,8 +4,9 @@
 of stamina's backoff hook. :class:`RetryPolicy` turns it into a tenacity
 ``AsyncRetrying`` bounded by attempts *and* a deadline; after the last attempt
 the last error is re-raised unchanged. :class:`RetryBudget` is the run-wide
-retry allowance of the AWS SDKs' standard mode: during an outage retries dry up
-and the run fails fast instead of multiplying the load.
+retry allowance: it dries up only when most requests fail (an outage), so a run
+fails fast then instead of multiplying the load, yet finishes under ordinary
+transient faults however long it is.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from tenacity import AsyncRetrying, RetryCallState
 
 from provisioner.errors import ApiError, ConfigError, RetryableApiError, TransportError
-from provisioner.httpstatus import meaning
 
 Sleep = Callable[[float], Awaitable[None]]
 OnRetry = Callable[[BaseException, int, float], None]
@@ -57,18 +57,19 @@ def decide(exc: BaseException) -> Decision:
 
 @dataclass(slots=True)
 class RetryBudget:
-    """A run-wide token bucket that pays for retries (AWS SDK standard mode).
+    """A run-wide allowance of retries that runs dry only when most attempts fail.
 
-    A retry costs ``retry_cost`` tokens (``timeout_cost`` after a timeout or
-    reset, nothing after a 429); a first-attempt success earns ``success_reward``, and a success after
-    retries refunds what its last retry cost. With no tokens left, errors are no
-    longer retried.
+    Every retry takes one token and every success gives one back, never above
+    ``capacity``. Tokens therefore fall only while failures outnumber
+    successes: at any fault rate below one request in two a run keeps
+    retrying however long it is, while against an outage (every request
+    failing) it stops after ``capacity`` retries and fails fast instead of
+    multiplying the load. A throttling answer (429, or 409 "still being
+    processed") costs nothing: the server asks for a wait, not a retry of a
+    failure; attempts and the deadline still bound it.
     """
 
-    capacity: int = 500
-    retry_cost: int = 5
-    timeout_cost: int = 10
-    success_reward: int = 1
+    capacity: int = 50
     tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,15 +77,10 @@ class RetryBudget:
             raise ConfigError(f"retry budget must be 0 or more, got {self.capacity}")
         self.tokens = self.capacity
 
-    def cost_of(self, exc: BaseException) -> int:
-        """What retrying after ``exc`` costs.
-
-        A 429 costs nothing: the server is pacing us, not failing, and the wait it
-        asks for is honoured; attempts and the deadline still bound it.
-        """
-        if isinstance(exc, ApiError) and meaning(exc.status).is_throttled:
-            return 0
-        return self.timeout_cost if isinstance(exc, TransportError) else self.retry_cost
+    @staticmethod
+    def cost_of(exc: BaseException) -> int:
+        """What retrying after ``exc`` costs: 0 after a throttling answer, else 1."""
+        return 0 if isinstance(exc, ApiError) and exc.is_throttled else 1
 
     def withdraw(self, cost: int) -> bool:
         """Take ``cost`` tokens if there are enough; ``False`` means do not retry."""
@@ -93,8 +89,8 @@ class RetryBudget:
         self.tokens -= cost
         return True
 
-    def deposit(self, amount: int) -> None:
-        """Return tokens after a success, never above capacity."""
+    def deposit(self, amount: int = 1) -> None:
+        """Give back ``amount`` tokens after a success, never above capacity."""
         self.tokens = min(self.capacity, self.tokens + amount)
 
 

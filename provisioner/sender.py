@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from provisioner.errors import ApiError, TransportError
+from provisioner.errors import CONNECTION_RESET, ApiError, TransportError
 from provisioner.httpstatus import meaning
 from provisioner.meter import CANCELLED, NO_METER, Meter
 from provisioner.outcome import error_type
@@ -48,7 +48,6 @@ class SpecAttempts:
     last_status: int | None = None
     request_id: str | None = None
     ambiguous_since: datetime | None = None
-    last_cost: int = 0
     create_error: ApiError | TransportError | None = None
     lookup_error: BaseException | None = None
     started: datetime = field(default_factory=utcnow)
@@ -100,9 +99,7 @@ class Sender:
             answer = await self._attempt(send)
         except Exception as first:  # noqa: BLE001 - handed on to the retry decision
             answer = await self._retry_after(first, tries, spec, send)
-        self._budget.deposit(
-            tries.last_cost if tries.count > 1 else self._budget.success_reward
-        )
+        self._budget.deposit()
         return answer
 
     async def _retry_after(
@@ -148,6 +145,13 @@ class Sender:
                 throttled=slows_down, retry_after_s=exc.retry_after_s
             )
             raise
+        except TransportError as exc:
+            self._meter.request_ended(exc.error_type)
+            if exc.error_type == CONNECTION_RESET:
+                # A gateway shedding load may reset the connection without a
+                # word: an adaptive rate slows down as for a 429.
+                self._limiter.feedback(throttled=True, retry_after_s=None)
+            raise
         except BaseException as exc:
             self._meter.request_ended(_failure_code(exc))
             raise
@@ -165,7 +169,6 @@ class Sender:
     ) -> None:
         self._counts.retries += 1
         self._meter.retried()
-        tries.last_cost = self._budget.cost_of(exc)
         log.debug(
             "request.retry_scheduled",
             name=spec.name if spec else None,

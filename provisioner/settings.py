@@ -8,43 +8,20 @@ from __future__ import annotations
 import ipaddress
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 
 from provisioner.errors import ConfigError
+from provisioner.proxy import ProxyConfig
+from provisioner.redact import Secret
 
 DEFAULT_API_URL = "https://openapi.qoder.sh/api/v1/cloud"
 TOKEN_ENV = "QODER_PAT"  # noqa: S105 - the variable's name, not a token
 API_URL_ENVS = ("QODER_API_URL", "QODER_BASE_URL")
-
-
-class Secret:
-    """A string that never shows itself in ``repr``, ``str`` or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
+#: The CA bundle variable of requests (and so of many Python tools).
+CA_BUNDLE_ENV = "REQUESTS_CA_BUNDLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +35,11 @@ class ApiSettings:
             ``allow_insecure_http``.
         token: the personal access token (``QODER_PAT``); shown as ``'***'``.
         timeout_s: per-request total timeout in seconds.
-        ca_file: a PEM file of the CAs to trust instead of the system's store.
+        ca_file: a PEM file of the CAs to trust instead of the system's store
+            (``SSL_CERT_FILE``/``SSL_CERT_DIR``), as ``--ca-file`` or
+            ``REQUESTS_CA_BUNDLE`` gave it.
         allow_insecure_http: allow plain ``http://`` to any host, with a warning.
+        proxy: where a proxy may come from (explicit, or the environment).
 
     Raises:
         ConfigError: a URL that is malformed, carries credentials, or is plain
@@ -72,6 +52,7 @@ class ApiSettings:
     timeout_s: float = 30.0
     ca_file: str | None = None
     allow_insecure_http: bool = False
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -100,19 +81,27 @@ class ApiSettings:
         timeout_s: float = 30.0,
         ca_file: str | None = None,
         allow_insecure_http: bool = False,
+        proxy: str | None = None,
+        proxy_source: str = "--proxy",
     ) -> ApiSettings:
-        """Build from flags and the environment: the token from a file or ``QODER_PAT``.
+        """Build from flags and the environment: the token from a file or ``QODER_PAT``,
+        the CA file from ``--ca-file`` or ``REQUESTS_CA_BUNDLE``, proxies from
+        ``proxy`` or the proxy variables (see :mod:`provisioner.proxy`).
 
         Raises:
-            ConfigError: no token, an unreadable token or CA file, or a bad URL.
+            ConfigError: no token, an unreadable token or CA file, a bad URL or
+                proxy URL.
         """
         url = api_url or next((env[k] for k in API_URL_ENVS if env.get(k)), None)
         return cls(
             token=read_token(env, token_file),
             base_url=(url or DEFAULT_API_URL).rstrip("/"),
             timeout_s=timeout_s,
-            ca_file=ca_file,
+            ca_file=ca_file or env.get(CA_BUNDLE_ENV) or None,
             allow_insecure_http=allow_insecure_http,
+            proxy=ProxyConfig.from_env(
+                env, explicit=proxy, explicit_source=proxy_source
+            ),
         )
 
 
@@ -165,6 +154,8 @@ def _is_loopback_host(host: str | None) -> bool:
 
 
 def _check_readable(path: str) -> None:
+    if Path(path).is_dir():  # a c_rehash'ed directory, as REQUESTS_CA_BUNDLE allows
+        return
     try:
         with Path(path).open("rb") as file:
             file.read(1)

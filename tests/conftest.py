@@ -27,6 +27,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from provisioner.emulator import Emulator, EmulatorConfig
+from provisioner.proxy import PROXY_VARS
 from provisioner.retry import RetryPolicy
 
 TEST_TOKEN = "pt-test-token"
@@ -34,6 +35,14 @@ CLOUD = {"type": "cloud"}
 
 MakeEmulator = Callable[..., Awaitable[Emulator]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's proxy variables never route a test's loopback traffic; tests that
+    want a proxy set them."""
+    for name in (*PROXY_VARS, "PROVISIONER_PROXY", "PROVISIONER_PROXY_FILE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -385,3 +394,86 @@ async def wait_for_results(queue: JobQueue, count: int, timeout_s: float = 60) -
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {count} results after {timeout_s} s")
+
+
+# --- a real HTTP proxy --------------------------------------------------------
+
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+
+
+@dataclass
+class Tinyproxy:
+    """A running tinyproxy on loopback: its URL (without credentials) and its log."""
+
+    url: str
+    port: int
+    log: Path
+
+    def requests(self) -> list[str]:
+        """The request lines it was asked, in order (``CONNECT 127.0.0.1:PORT HTTP/1.1``)."""
+        marker = "): "
+        return [
+            line.split(marker, 1)[1].strip()
+            for line in self.log.read_text().splitlines()
+            if "Request (file descriptor" in line and marker in line
+        ]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def make_tinyproxy(tmp_path: Path) -> Iterator[Callable[..., Tinyproxy]]:
+    """Factory: ``make_tinyproxy(auth=("user", "password"))`` starts Debian's tinyproxy.
+
+    Missing tinyproxy skips the test, or fails it when ``CI=true``.
+    """
+    binary = shutil.which("tinyproxy")
+    if binary is None:
+        reason = "tinyproxy is not installed (apt-get install tinyproxy)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*, auth: tuple[str, str] | None = None) -> Tinyproxy:
+        port = free_port()
+        log = tmp_path / f"tinyproxy-{port}.log"
+        lines = [
+            f"Port {port}", "Listen 127.0.0.1", "Timeout 30", "MaxClients 64",
+            "Allow 127.0.0.1", f'LogFile "{log}"', "LogLevel Connect",
+            "DisableViaHeader Yes",
+        ]  # fmt: skip
+        if auth is not None:
+            lines.append(f"BasicAuth {auth[0]} {auth[1]}")
+        conf = tmp_path / f"tinyproxy-{port}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen(
+            [binary, "-d", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        for _ in range(200):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=0.1),
+            ):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"tinyproxy exited with {proc.returncode}")
+            threading.Event().wait(0.02)  # the port opens within milliseconds
+        else:
+            raise RuntimeError("tinyproxy did not open its port")
+        return Tinyproxy(url=f"http://127.0.0.1:{port}", port=port, log=log)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)

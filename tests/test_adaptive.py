@@ -22,8 +22,9 @@ from provisioner.client import ApiClient, open_session
 from provisioner.emulator import Emulator, FaultPlan
 from provisioner.errors import ConfigError
 from provisioner.pipeline import Pipeline
+from provisioner.redact import Secret
 from provisioner.retry import RetryBudget, RetryPolicy
-from provisioner.settings import ApiSettings, Secret
+from provisioner.settings import ApiSettings
 from provisioner.sources import Spec
 from provisioner.spec import spec_key
 from provisioner.stopping import StopController

@@ -22,7 +22,8 @@ from provisioner.errors import (
     RetryableApiError,
     TransportError,
 )
-from provisioner.settings import ApiSettings, Secret
+from provisioner.redact import Secret
+from provisioner.settings import ApiSettings
 from tests.conftest import TEST_TOKEN
 
 BODY = {"name": "alpha", "config": {"type": "cloud"}}

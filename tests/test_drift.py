@@ -16,7 +16,8 @@ import pytest
 from provisioner.client import ApiClient, open_session
 from provisioner.drift import drift, normal_config, update_body, update_key
 from provisioner.emulator import Emulator
-from provisioner.settings import ApiSettings, Secret
+from provisioner.redact import Secret
+from provisioner.settings import ApiSettings
 from provisioner.spec import spec_key, validate_body
 from tests.conftest import TEST_TOKEN, MakeEmulator
 

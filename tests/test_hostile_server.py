@@ -17,8 +17,9 @@ from aiohttp import web
 from provisioner.client import ApiClient, Page, open_session
 from provisioner.errors import ApiError, RetryableApiError, TransportError
 from provisioner.reconcile import NameIndex
+from provisioner.redact import Secret
 from provisioner.retry import NO_RETRY, Decision, RetryPolicy, decide
-from provisioner.settings import ApiSettings, Secret
+from provisioner.settings import ApiSettings
 from tests.conftest import Handler, Server
 
 TOKEN = "pt-hostile-" + secrets.token_hex(8)

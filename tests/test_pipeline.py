@@ -10,8 +10,9 @@ from provisioner.client import ApiClient, open_session
 from provisioner.emulator import Emulator
 from provisioner.pipeline import Pipeline
 from provisioner.ratelimit import Unlimited
+from provisioner.redact import Secret
 from provisioner.retry import RetryBudget, RetryPolicy
-from provisioner.settings import ApiSettings, Secret
+from provisioner.settings import ApiSettings
 from provisioner.sources import Spec
 from provisioner.spec import spec_key
 from provisioner.stopping import StopController

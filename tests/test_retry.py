@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from provisioner.answers import translate_error
 from provisioner.errors import (
     ApiError,
     AuthError,
@@ -125,15 +126,48 @@ async def test_client_errors_are_not_retried() -> None:
 
 async def test_an_empty_budget_fails_fast() -> None:
     """With no retry tokens left, a transient error is not retried."""
-    budget = RetryBudget(capacity=12)
+    budget = RetryBudget(capacity=3)
     calls, raised = await attempts_until_raise(
         RetryPolicy(max_attempts=10, sleep=no_sleep),
         lambda _: TransportError("reset", is_ambiguous=True),
         budget=budget,
     )
     assert isinstance(raised, TransportError)
-    assert calls == 2  # one retry at cost 10, then 2 tokens left
-    assert budget.tokens == 2
+    assert calls == 4  # three retries at one token each, then none left
+    assert budget.tokens == 0
+
+
+def spend(budget: RetryBudget, outcomes: list[bool]) -> int:
+    """Retries refused while ``outcomes`` (True: success) go through the budget."""
+    refused = 0
+    for ok in outcomes:
+        if ok:
+            budget.deposit()
+        elif not budget.withdraw(1):
+            refused += 1
+    return refused
+
+
+def test_the_budget_never_runs_dry_while_most_requests_succeed() -> None:
+    """At 40 % failures, 100,000 requests never find the budget empty."""
+    rng = random.Random(7)
+    outcomes = [rng.random() >= 0.4 for _ in range(100_000)]
+    assert spend(RetryBudget(), outcomes) == 0
+
+
+def test_the_budget_runs_dry_when_most_requests_fail() -> None:
+    """At 70 % failures only as many retries pass as requests succeed: most are refused."""
+    rng = random.Random(7)
+    outcomes = [rng.random() >= 0.7 for _ in range(10_000)]
+    successes = sum(outcomes)
+    refused = spend(RetryBudget(capacity=50), outcomes)
+    assert refused >= (10_000 - successes) - successes - 50
+
+
+def test_an_outage_costs_at_most_capacity_retries() -> None:
+    """Against a server that fails every request, exactly ``capacity`` retries pass."""
+    budget = RetryBudget(capacity=50)
+    assert spend(budget, [False] * 300) == 250
 
 
 async def test_a_transport_error_that_cannot_improve_is_tried_once() -> None:
@@ -188,9 +222,21 @@ def test_impossible_policies_are_refused(kwargs: dict[str, float]) -> None:
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
 
 
-def test_throttling_retries_are_free_but_outages_are_not() -> None:
-    """A 429 draws nothing from the budget; 5xx and resets do."""
+def answer(status: int, message: str = "boom") -> ApiError:
+    """The error the client raises for an answer with ``status`` and ``message``."""
+    body = {"error": {"type": "conflict_error", "message": message}}
+    return translate_error(status, body, b"", {})
+
+
+def test_throttling_retries_are_free_but_failures_are_not() -> None:
+    """A 429 and a 409 "still being processed" draw nothing; 5xx and resets one token."""
     budget = RetryBudget()
-    assert budget.cost_of(api_error(RetryableApiError, 429)) == 0
-    assert budget.cost_of(api_error(RetryableApiError, 503)) == 5
-    assert budget.cost_of(TransportError("reset", is_ambiguous=True)) == 10
+    in_flight = answer(
+        409,
+        "A request with this Idempotency-Key is still being processed; retry later",
+    )
+    assert decide(in_flight).retry
+    assert budget.cost_of(in_flight) == 0
+    assert budget.cost_of(answer(429)) == 0
+    assert budget.cost_of(answer(503)) == 1
+    assert budget.cost_of(TransportError("reset", is_ambiguous=True)) == 1

@@ -13,7 +13,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from provisioner.errors import QueueError
-from provisioner.settings import RedisSettings, Secret
+from provisioner.redact import Secret
+from provisioner.settings import RedisSettings
 from provisioner.stream import JobQueue, Message, QueueStatus, queue_keys
 from tests.conftest import redis_url
 

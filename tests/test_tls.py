@@ -15,41 +15,21 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
 from aiohttp import web
 
 from provisioner.client import ApiClient, open_session
 from provisioner.emulator import Emulator, EmulatorConfig
 from provisioner.errors import ConfigError, TransportError
+from provisioner.redact import Secret
 from provisioner.retry import NO_RETRY, RetryBudget, RetryPolicy, decide
-from provisioner.settings import ApiSettings, Secret, is_loopback_url
+from provisioner.settings import ApiSettings, is_loopback_url
 from tests.conftest import TEST_TOKEN
+from tests.helpers import Pki, issue
 
 BODY = {"name": "alpha", "config": {"type": "cloud"}}
 HTTPS_READY = re.compile(
     r"provisioner emulator listening on (https://127\.0\.0\.1:\d+/api/v1/cloud)\n"
 )
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A private CA and a server certificate, as PEM files."""
-
-    ca: trustme.CA
-    ca_file: str
-    cert_file: str
-    key_file: str
-
-
-def issue(tmp_path: Path, *hosts: str) -> Pki:
-    ca = trustme.CA()
-    server = ca.issue_cert(*hosts)
-    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "c.pem", "k.pem"))
-    ca.cert_pem.write_to_path(str(ca_file))
-    for blob in server.cert_chain_pems:
-        blob.write_to_path(str(cert_file), append=True)
-    server.private_key_pem.write_to_path(str(key_file))
-    return Pki(ca, str(ca_file), str(cert_file), str(key_file))
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ from provisioner.emulator import Emulator, EmulatorConfig
 from provisioner.errors import ApiError, ConflictError
 from provisioner.pipeline import Pipeline
 from provisioner.ratelimit import Unlimited
+from provisioner.redact import Secret
 from provisioner.retry import RetryBudget, RetryPolicy
-from provisioner.settings import ApiSettings, Secret
+from provisioner.settings import ApiSettings
 from provisioner.sources import Spec
 from provisioner.spec import spec_key
 from provisioner.stopping import StopController

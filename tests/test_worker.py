@@ -8,8 +8,9 @@ from provisioner.client import ApiClient, open_session
 from provisioner.emulator import Emulator
 from provisioner.pipeline import Pipeline
 from provisioner.ratelimit import SharedRateLimiter
+from provisioner.redact import Secret
 from provisioner.retry import RetryBudget, RetryPolicy
-from provisioner.settings import ApiSettings, Secret, WorkerSettings
+from provisioner.settings import ApiSettings, WorkerSettings
 from provisioner.spec import spec_key
 from provisioner.stopping import StopController
 from provisioner.stream import JobQueue, Message

@@ -182,16 +182,18 @@ class Api:
             if early is not None:
                 return early
             response = await self._answer(request, op, rid, reservation)
+            if draw.slow:
+                # Still being processed until it answers: the key stays reserved,
+                # so a retry meanwhile gets the 409 "still being processed".
+                self.stats.faults["slow"] += 1
+                if not await self._sleep(self.injector.plan.slow_s):
+                    return drop_connection(request)
         finally:
             if reservation is not None:
                 reservation.release()
         if draw.reset_after:
             self.stats.faults["reset_after_commit"] += 1
             return drop_connection(request)
-        if draw.slow:
-            self.stats.faults["slow"] += 1
-            if not await self._sleep(self.injector.plan.slow_s):
-                return drop_connection(request)
         return response
 
     async def _before(
