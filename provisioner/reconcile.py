@@ -32,7 +32,7 @@ from provisioner.client import (
 from provisioner.drift import drift
 from provisioner.errors import TransportError
 
-ListPage = Callable[[str | None, bool], Awaitable[Page]]
+ListPage = Callable[[str | None, bool, bool], Awaitable[Page]]
 
 #: How far a server's clock may run behind ours when we compare ``created_at``.
 CLOCK_SKEW = timedelta(seconds=60)
@@ -42,8 +42,9 @@ class NameIndex:
     """``name -> environment`` for the whole account, filled lazily.
 
     Args:
-        list_page: fetches one page given a cursor and whether it is a
-            ``next_page`` value (``True``) or an ``after_id`` (``False``).
+        list_page: fetches one page given a cursor, whether it is a
+            ``next_page`` value (``True``) or an ``after_id`` (``False``), and
+            whether a failed request may be retried (``False``: one attempt).
         max_pages: pages one walk fetches at most.
         deadline_s: seconds one walk may take in all.
         clock: monotonic seconds for the deadline; tests inject one.
@@ -67,10 +68,12 @@ class NameIndex:
         self._gave_up: TransportError | None = None
         self._has_walked = False
 
-    async def find(self, name: str) -> dict[str, Any] | None:
+    async def find(self, name: str, *, retry: bool = True) -> dict[str, Any] | None:
         """The environment called ``name``, or ``None`` if the list has none.
 
         Entries whose id is not ``env_`` + 32 hex digits are not believed.
+        ``retry=False``: each page gets one attempt, for a caller that is itself
+        inside a retry loop (retries inside retries multiply an outage's load).
 
         Raises:
             TransportError: ``list_walk_limit`` (not retryable) when the list
@@ -81,7 +84,7 @@ class NameIndex:
         """
         async with self._lock:
             if name not in self._by_name:
-                await self._walk()
+                await self._walk(retry=retry)
             return self._by_name.get(name)
 
     async def all(self) -> dict[str, dict[str, Any]]:
@@ -94,27 +97,27 @@ class NameIndex:
         """
         async with self._lock:
             if not self._has_walked:
-                await self._walk()
+                await self._walk(retry=True)
             return dict(self._by_name)
 
-    async def _walk(self) -> None:
+    async def _walk(self, *, retry: bool) -> None:
         if self._gave_up is not None:
             raise self._gave_up
         try:
-            await self._refresh()
+            await self._refresh(retry=retry)
         except TransportError as exc:
             if exc.error_type == WALK_LIMIT:
                 self._gave_up = exc
             raise
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, retry: bool) -> None:
         walk = self._limits.start()
         seen: dict[str, dict[str, Any]] = {}  # id -> environment, newest first
         cursor: str | None = None
         use_page = True
         while True:
             walk.next_page()
-            page = await self._list_page(cursor, use_page)
+            page = await self._list_page(cursor, use_page, retry)
             reached_known = self._collect(page.data, seen)
             following, use_page = next_cursor(page, use_page=use_page)
             if reached_known or not page.has_more or following in (None, cursor):

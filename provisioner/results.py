@@ -223,13 +223,15 @@ class ResultSink:
 
 
 def _write_all(stream: IO[bytes], data: bytes) -> None:
-    """Write ``data`` whole: an unbuffered file may take it in parts."""
-    view = memoryview(data)
-    while view:
-        written = stream.write(view)
+    """Write ``data`` whole: an unbuffered file may take it in parts (rarely: the
+    common case is one ``write`` and no copy)."""
+    written = stream.write(data)
+    rest = memoryview(data)
+    while written != len(rest):
         if written is None:  # pragma: no cover - only non-blocking streams do this
             raise BlockingIOError("the result log would block")
-        view = view[written:]
+        rest = rest[written:]
+        written = stream.write(rest)
     stream.flush()
 
 

@@ -102,6 +102,12 @@ class Sender:
         self._budget.deposit()
         return answer
 
+    async def send_once(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()`` once, paced and metered like any attempt: no retry."""
+        answer = await self._attempt(send)
+        self._budget.deposit()
+        return answer
+
     async def _retry_after(
         self,
         first: Exception,

@@ -73,7 +73,9 @@ def endless_pages(*, use_page: bool) -> Handler:
 def name_index(client: ApiClient, **options: Any) -> NameIndex:
     """A NameIndex that pages through ``client``."""
     return NameIndex(
-        lambda cursor, use_page: client.list_page(cursor=cursor, use_page=use_page),
+        lambda cursor, use_page, _retry: client.list_page(
+            cursor=cursor, use_page=use_page
+        ),
         **options,
     )
 
@@ -330,7 +332,7 @@ async def test_list_entries_with_malformed_ids_are_skipped(serve):
 async def test_the_name_index_skips_malformed_ids_from_any_pager():
     """NameIndex itself does not believe a bad id, whatever fetched the page."""
 
-    async def list_page(cursor: str | None, use_page: bool) -> Page:
+    async def list_page(cursor: str | None, use_page: bool, retry: bool) -> Page:
         data = [{"id": "None", "name": "ghost"}, {"id": env_id(2), "name": "real"}]
         return Page(data=data, has_more=False, next_page=None, last_id=None)
 

@@ -97,3 +97,58 @@ async def test_a_401_stops_the_run(emulator: Emulator, fast_policy: RetryPolicy)
     assert result.status == "failed"
     assert stop.reason is not None
     assert stop.reason.kind is StopKind.AUTH
+
+
+async def _against(url: str, policy: RetryPolicy, budget: RetryBudget, name: str):
+    settings = ApiSettings(token=Secret(TEST_TOKEN), base_url=url)
+    async with open_session(concurrency=1, timeout_s=5) as session:
+        pipeline = Pipeline(
+            client=ApiClient(session, settings=settings),
+            policy=policy,
+            budget=budget,
+            limiter=Unlimited(),
+            stop=StopController(grace_s=1),
+            target=url,
+        )
+        return await pipeline.provision(spec(name))
+
+
+def _answers(*statuses: int):
+    """A handler: POSTs get these statuses in turn (409: key still being processed)."""
+    from aiohttp import web
+
+    sent = iter(statuses)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        status = next(sent, 201)
+        if status == 201:
+            body = {"id": "env_" + "b" * 32, "name": "team-k", "status": "ready"}
+            return web.json_response(body, status=201)
+        message = {
+            409: "A request with this Idempotency-Key is still being processed; retry later",
+            503: "unavailable",
+        }[status]
+        error = {"type": "conflict_error" if status == 409 else "api_error"}
+        return web.json_response(
+            {"error": {**error, "message": message}}, status=status
+        )
+
+    return handler
+
+
+async def test_a_key_still_being_processed_is_waited_for_at_no_budget_cost(
+    serve, fast_policy
+):
+    """Three 409 "still being processed" answers, then 201: created, though the budget is empty."""
+    server = await serve(_answers(409, 409, 409))
+    result = await _against(server.url, fast_policy, RetryBudget(capacity=0), "team-k")
+    assert result is not None
+    assert (result.status, result.attempts) == ("created", 4)
+
+
+async def test_an_empty_budget_does_not_retry_a_failure(serve, fast_policy):
+    """The contrast: a 503 with no budget left fails after its first attempt."""
+    server = await serve(_answers(503))
+    result = await _against(server.url, fast_policy, RetryBudget(capacity=0), "team-k")
+    assert result is not None
+    assert (result.status, result.attempts) == ("failed", 1)

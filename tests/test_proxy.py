@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +22,7 @@ from provisioner.proxy import ProxyConfig, bypasses, parse_proxy
 from tests.conftest import TEST_TOKEN, Tinyproxy, free_port, make_specs
 from tests.helpers import Pki, issue, records
 
-PASSWORD = "s3cret-Proxy-pw"  # noqa: S105 - a test credential
+PASSWORD = "s3cret-Proxy-pw"
 API = "https://api.example.com/api/v1/cloud"
 
 
@@ -142,18 +144,31 @@ def https_emulator(make_live_emulator: Callable[..., Emulator], pki: Pki) -> Emu
     return make_live_emulator(tls_cert=pki.cert_file, tls_key=pki.key_file)
 
 
-def run(
-    emulator: Emulator, pki: Pki, tmp_path: Path, write_jobs, count: int = 12
-) -> tuple[int, list[dict[str, object]]]:
-    """``provisioner run`` of ``count`` specs against ``emulator``; exit code and records."""
-    jobs = write_jobs(make_specs(count))
-    results = tmp_path / "results.jsonl"
-    code = main([
-        "run", str(jobs), "--api-url", emulator.url, "--ca-file", pki.ca_file,
-        "--results", str(results), "--no-progress", "--rate", "0", "--backoff", "0",
-        "--concurrency", "4",
-    ])  # fmt: skip
-    return code, records(results) if results.exists() else []
+@dataclass
+class Target:
+    """The HTTPS emulator and a way to run ``provisioner run`` of N specs against it."""
+
+    emulator: Emulator
+    pki: Pki
+    tmp_path: Path
+    write_jobs: Callable[..., Path]
+
+    def run(self, count: int = 12) -> tuple[int, list[dict[str, Any]]]:
+        """The exit code and the records of a run of ``count`` specs."""
+        jobs = self.write_jobs(make_specs(count))
+        results = self.tmp_path / "results.jsonl"
+        code = main([
+            "run", str(jobs), "--api-url", self.emulator.url,
+            "--ca-file", self.pki.ca_file, "--results", str(results), "--no-progress",
+            "--rate", "0", "--backoff", "0", "--concurrency", "4",
+        ])  # fmt: skip
+        return code, records(results) if results.exists() else []
+
+
+@pytest.fixture
+def target(https_emulator, pki, tmp_path, write_jobs, cli_env) -> Target:
+    """The HTTPS emulator, ready for in-process runs with the test token."""
+    return Target(https_emulator, pki, tmp_path, write_jobs)
 
 
 def connects(proxy: Tinyproxy, emulator: Emulator) -> list[str]:
@@ -163,55 +178,53 @@ def connects(proxy: Tinyproxy, emulator: Emulator) -> list[str]:
 
 
 def test_every_spec_is_created_through_the_proxy_with_connect(
-    https_emulator, pki, make_tinyproxy, tmp_path, write_jobs, monkeypatch, cli_env
+    target, make_tinyproxy, monkeypatch
 ):
     """With HTTPS_PROXY set, every spec is created and the proxy tunnelled the connections."""
     proxy = make_tinyproxy()
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-    code, recs = run(https_emulator, pki, tmp_path, write_jobs)
+    code, recs = target.run()
     assert code == 0
     assert [r["status"] for r in recs] == ["created"] * 12
-    assert len(https_emulator.environments()) == 12
-    tunnels = connects(proxy, https_emulator)
+    assert len(target.emulator.environments()) == 12
+    tunnels = connects(proxy, target.emulator)
     assert 1 <= len(tunnels) <= 6  # the pool's connections, each one CONNECT
     assert proxy.requests() == tunnels  # nothing sent to the proxy in the clear
 
 
 def test_a_proxy_that_is_down_fails_the_run_instead_of_going_direct(
-    https_emulator, pki, tmp_path, write_jobs, monkeypatch, cli_env, capsys
+    target, monkeypatch
 ):
     """When the proxy cannot be reached nothing is created: requests never bypass it."""
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{free_port()}")
-    code, recs = run(https_emulator, pki, tmp_path, write_jobs, count=2)
+    code, recs = target.run(2)
     assert code == 1
     assert {r["error"]["type"] for r in recs} == {"proxy_error"}  # type: ignore[index]
-    assert https_emulator.environments() == []
+    assert target.emulator.environments() == []
 
 
-def test_no_proxy_sends_the_api_direct(
-    https_emulator, pki, make_tinyproxy, tmp_path, write_jobs, monkeypatch, cli_env
-):
+def test_no_proxy_sends_the_api_direct(target, make_tinyproxy, monkeypatch):
     """With 127.0.0.1 in NO_PROXY the proxy sees nothing and every spec is created."""
     proxy = make_tinyproxy()
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.0/8")
-    code, recs = run(https_emulator, pki, tmp_path, write_jobs)
+    code, recs = target.run()
     assert code == 0
     assert len(recs) == 12
     assert proxy.requests() == []
 
 
 def test_a_proxy_asking_for_credentials_fails_once_per_spec_saying_where_they_go(
-    https_emulator, pki, make_tinyproxy, tmp_path, write_jobs, monkeypatch, cli_env
+    target, make_tinyproxy, monkeypatch
 ):
     """A 407 is not retried: each spec fails after one attempt with a message naming the fix."""
     proxy = make_tinyproxy(auth=("svc", PASSWORD))
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-    code, recs = run(https_emulator, pki, tmp_path, write_jobs, count=3)
+    code, recs = target.run(3)
     assert code == 1
     assert [r["attempts"] for r in recs] == [1, 1, 1]
     assert all("407" in r["error"]["message"] for r in recs)  # type: ignore[index]
-    assert https_emulator.environments() == []
+    assert target.emulator.environments() == []
 
 
 def test_basic_auth_through_the_proxy_and_its_password_appears_nowhere(
@@ -237,7 +250,7 @@ def test_basic_auth_through_the_proxy_and_its_password_appears_nowhere(
         ],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(0.3)  # noqa: ASYNC251 - a synchronous test, sampling ps mid-run
+    time.sleep(0.3)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, check=True)  # noqa: S607 - the system's ps
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()

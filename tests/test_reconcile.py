@@ -58,7 +58,7 @@ async def test_the_full_index_walks_every_page_once_and_keeps_the_newest_name():
     }
     asked: list[str | None] = []
 
-    async def list_page(cursor: str | None, use_page: bool) -> Page:
+    async def list_page(cursor: str | None, use_page: bool, retry: bool) -> Page:
         asked.append(cursor)
         return pages[cursor]
 
