@@ -1,5 +1,5 @@
 """``python -m provisioner`` runs the command line."""
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 
 raise SystemExit(main())

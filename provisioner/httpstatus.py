@@ -4,7 +4,7 @@ The client (which exception to raise), the retry policy (whether to try again,
 what a retry costs) and the pipeline (whether a failed create may still have
 happened) all ask :func:`meaning` instead of keeping status lists of their own.
 A 409 is the one status whose meaning depends on its message; the client tells
-its three kinds apart (see ``answers.py``).
+its three kinds apart (see ``api/responses.py``).
 """
 
 from __future__ import annotations

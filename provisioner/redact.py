@@ -54,9 +54,42 @@ class Scrubber:
             text = _AUTH_VALUE.sub(_mask_match, text)
         return text
 
-    def with_secret(self, secret: str) -> Scrubber:
-        """A scrubber that also masks ``secret``."""
-        return Scrubber((*self._secrets, secret))
+
+def split_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``scheme://userinfo@rest`` as ``(scheme, userinfo, rest)``; ``None`` without userinfo.
+
+    The userinfo ends at the authority's last ``@`` (a password may hold one).
+    """
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return None
+    userinfo, _, host = authority.rpartition("@")
+    return scheme, userinfo, host + slash + path
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (for messages)."""
+    parts = split_userinfo(url)
+    if parts is None:
+        return url
+    scheme, userinfo, rest = parts
+    user = userinfo.split(":", 1)[0]
+    return (
+        f"{scheme}://{user}:{MASK}@{rest}"
+        if ":" in userinfo
+        else f"{scheme}://{MASK}@{rest}"
+    )
+
+
+def without_password(url: str) -> str:
+    """``url`` without the password of its user info; the user name stays."""
+    parts = split_userinfo(url)
+    if parts is None:
+        return url
+    scheme, userinfo, rest = parts
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user + '@' if user else ''}{rest}"
 
 
 class Secret:
@@ -102,4 +135,12 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"  # noqa: PLR2004 - one byte or two
 
 
-__all__ = ["MASK", "Scrubber", "Secret", "printable"]
+__all__ = [
+    "MASK",
+    "Scrubber",
+    "Secret",
+    "printable",
+    "redacted_url",
+    "split_userinfo",
+    "without_password",
+]

@@ -1,6 +1,6 @@
-"""Frozen settings, built once at the edge (``cli.py``) and passed explicitly.
+"""Frozen settings, built once at the edge (the command line, or :class:`provisioner.Provisioner`) and passed explicitly.
 
-Defaults live here and only here; the README's tables mirror them.
+Defaults live here and only here; the manual's flag tables mirror them.
 """
 
 from __future__ import annotations
@@ -9,14 +9,19 @@ import ipaddress
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 from urllib.parse import SplitResult, urlsplit
 
 from provisioner.errors import ConfigError
 from provisioner.proxy import ProxyConfig
-from provisioner.redact import Secret
+from provisioner.redact import Secret, redacted_url
 
+try:
+    VERSION = version("provisioner")
+except PackageNotFoundError:  # pragma: no cover - only when run from a bare checkout
+    VERSION = "0.0.0"
 DEFAULT_API_URL = "https://openapi.qoder.sh/api/v1/cloud"
 TOKEN_ENV = "QODER_PAT"  # noqa: S105 - the variable's name, not a token
 API_URL_ENVS = ("QODER_API_URL", "QODER_BASE_URL")
@@ -306,18 +311,6 @@ class RedisSettings:
             ca_file=ca_file,
             **names,
         )
-
-
-def redacted_url(url: str) -> str:
-    """``url`` with the password of its user info replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    userinfo, _, host = rest.partition("@")
-    user = userinfo.split(":", 1)[0]
-    return (
-        f"{scheme}://{user}:***@{host}" if ":" in userinfo else f"{scheme}://***@{host}"
-    )
 
 
 def _read_secret_file(path: str, what: str) -> str:

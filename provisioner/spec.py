@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
+from dataclasses import dataclass
 from types import UnionType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import orjson
 from pydantic import (
@@ -285,6 +286,94 @@ def key_from_json(canonical: bytes) -> str:
         f"{digits[:8]}-{digits[8:12]}-8{digits[13:16]}-{variant}{digits[17:20]}-"
         f"{digits[20:32]}"
     )
+
+
+def _location(source: str, line: int | None, index: int) -> str:
+    return f"{source}#{index}" if line is None else f"{source}:{line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A valid spec, ready to send.
+
+    ``body`` is exactly as written (after a YAML file's defaults merge): never
+    re-serialised from the model, never with defaults added. ``key`` is its
+    idempotency key (:func:`key_from_json`).
+    """
+
+    name: str
+    body: dict[str, Any]
+    key: str
+    source: str
+    line: int | None
+    index: int
+
+    @property
+    def location(self) -> str:
+        """``file:line``, or ``file#index`` when the line is unknown."""
+        return _location(self.source, self.line, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidSpec:
+    """A spec that breaks at least one rule; ``errors`` are located."""
+
+    name: str | None
+    source: str
+    line: int | None
+    index: int
+    errors: tuple[SpecError, ...]
+
+    @property
+    def location(self) -> str:
+        """``file:line``, or ``file#index`` when the line is unknown."""
+        return _location(self.source, self.line, self.index)
+
+    @property
+    def reason(self) -> str:
+        """Every broken rule in one line: ``field: reason; ...``."""
+        return "; ".join(
+            f"{e.field}: {e.reason}" if e.field else e.reason for e in self.errors
+        )
+
+
+def build_spec(
+    body: object,
+    *,
+    source: str,
+    line: int | None = None,
+    index: int = 0,
+    canonical: bytes | None = None,
+    read_errors: Sequence[SpecError] = (),
+    duplicate_of: str | None = None,
+) -> Spec | InvalidSpec:
+    """Judge one create body read at ``source:line``: a :class:`Spec` or an :class:`InvalidSpec`.
+
+    Args:
+        canonical: the body's :func:`canonical_json`, when the reader made it already.
+        read_errors: why the reader could not read the body as written (then the
+            body's rules are not checked); errors without a line are at ``line``.
+        duplicate_of: ``file:line`` of an earlier spec of the same name.
+    """
+    errors = list(read_errors) or validate_body(body)
+    if not errors:
+        canonical = canonical or canonical_json(cast(dict[str, Any], body))
+        errors = check_size(canonical)
+    if duplicate_of is not None:
+        errors.append(
+            SpecError(f"duplicate name, first at {duplicate_of}", field="name")
+        )
+    name = body.get("name") if isinstance(body, dict) else None
+    if errors or not isinstance(name, str) or not canonical:
+        return InvalidSpec(
+            name=name if isinstance(name, str) else None,
+            source=source,
+            line=line,
+            index=index,
+            errors=tuple(e.located(source, e.line or line) for e in errors),
+        )
+    body = cast(dict[str, Any], body)
+    return Spec(name, body, key_from_json(canonical), source, line, index)
 
 
 def _translate(detail: ErrorDetails) -> SpecError:

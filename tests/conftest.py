@@ -1,21 +1,16 @@
-"""Shared fixtures: a real emulator on loopback, started in the test's own event loop."""
+"""Fixtures (and only fixtures): emulators on loopback, job files, Redis, a proxy.
+
+What tests import lives in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
-import threading
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterator,
-    Mapping,
-    MutableMapping,
-)
-from dataclasses import dataclass, field
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +19,32 @@ import orjson
 import pytest
 import structlog
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from provisioner.emulator import Emulator, EmulatorConfig
+from provisioner.errors import QueueError
+from provisioner.pacing.retry import RetryPolicy
 from provisioner.proxy import PROXY_VARS
-from provisioner.retry import RetryPolicy
-
-TEST_TOKEN = "pt-test-token"
-CLOUD = {"type": "cloud"}
-
-MakeEmulator = Callable[..., Awaitable[Emulator]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from provisioner.queue.streams import JobQueue
+from provisioner.settings import RedisSettings
+from tests.helpers import (
+    TEST_REDIS_URL_ENV,
+    TEST_TOKEN,
+    Caller,
+    Handler,
+    MakeEmulator,
+    Serve,
+    Server,
+    ThreadedEmulator,
+    Tinyproxy,
+    Write,
+    eventually_sync,
+    free_port,
+    is_leftover,
+    is_listening,
+    no_sleep,
+    redis_url,
+    stop_children,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +61,13 @@ def _logging_left_as_found() -> Iterator[None]:
     is closed after the test: every test starts and ends with structlog's defaults."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way does not leave the children it spawned running."""
+    yield
+    stop_children()
 
 
 @pytest.fixture
@@ -73,59 +90,6 @@ async def make_emulator() -> AsyncIterator[MakeEmulator]:
         yield make
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll ``predicate`` every few milliseconds until it holds; fail after ``timeout_s``."""
-    for _ in range(int(timeout_s / 0.005)):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached in time")
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What an HTTP client saw: status, headers and raw body."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-class Caller:
-    """Raw HTTP calls to an emulator (API paths relative to ``url``, admin to the root)."""
-
-    def __init__(self, session: aiohttp.ClientSession, emulator: Emulator) -> None:
-        self.session = session
-        self.emulator = emulator
-
-    async def __call__(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        token: str | None = TEST_TOKEN,
-        emulator: Emulator | None = None,
-    ) -> Answer:
-        emu = emulator or self.emulator
-        base = emu.root_url if path.startswith(("/_emulator", "/v1")) else emu.url
-        sent = dict(headers or {})
-        if token is not None:
-            sent.setdefault("Authorization", f"Bearer {token}")
-        if json is not None:
-            data = orjson.dumps(json)
-            sent.setdefault("Content-Type", "application/json")
-        async with self.session.request(
-            method, base + path, data=data, headers=sent
-        ) as r:
-            return Answer(r.status, r.headers, await r.read())
-
-
 @pytest.fixture
 async def api(emulator: Emulator) -> AsyncIterator[Caller]:
     """Raw HTTP calls to the ``emulator`` fixture, closed after the test."""
@@ -133,34 +97,7 @@ async def api(emulator: Emulator) -> AsyncIterator[Caller]:
         yield Caller(session, emulator)
 
 
-async def create(api: Caller, name: str, **fields: object) -> dict[str, Any]:
-    """Create ``name`` (a bare cloud config unless given) and return the environment."""
-    answer = await api(
-        "POST", "/environments", json={"name": name, "config": CLOUD, **fields}
-    )
-    assert answer.status == 201, answer.body
-    env: dict[str, Any] = answer.json()
-    return env
-
-
-def assert_error(
-    answer: Answer, status: int, error_type: str, param: str | None = None
-) -> dict[str, Any]:
-    """Check an error answer's status, envelope and ``request-id``; return ``error``."""
-    assert answer.status == status, answer.body
-    assert answer.headers["Content-Type"] == "application/json"
-    body = answer.json()
-    assert body["type"] == "error"
-    assert body["request_id"] == answer.headers["request-id"]
-    assert body["error"]["type"] == error_type
-    assert body["error"].get("param") == param
-    error: dict[str, Any] = body["error"]
-    return error
-
-
 # --- job files written by hand -------------------------------------------------
-
-Write = Callable[[str, str | bytes], str]
 
 
 @pytest.fixture
@@ -176,27 +113,7 @@ def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Write:
     return _write
 
 
-def spec(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "config": {"type": "cloud"}, **extra}
-
-
-def jsonl(*bodies: object) -> str:
-    return "".join(json.dumps(b) + "\n" for b in bodies)
-
-
 # --- a hostile server ---------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A running hostile server: its API base URL and what it was asked."""
-
-    url: str
-    port: int
-    requests: list[str] = field(default_factory=list)
-
-
-Serve = Callable[[Handler], Awaitable[Server]]
 
 
 @pytest.fixture
@@ -227,46 +144,6 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 # --- run-path fixtures -------------------------------------------------------
-
-
-class ThreadedEmulator:
-    """An in-process emulator on its own thread and loop, for synchronous CLI tests.
-
-    ``provisioner.cli.main`` runs its own event loop, so the server it talks to
-    cannot live on the test's loop; here it gets a loop of its own.
-    """
-
-    def __init__(self, config: EmulatorConfig) -> None:
-        self._config = config
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.emulator: Emulator | None = None
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        async with Emulator(self._config) as emulator:
-            self.emulator = emulator
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> Emulator:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("emulator did not start")
-        assert self.emulator is not None
-        return self.emulator
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 @pytest.fixture
@@ -305,25 +182,9 @@ def write_jobs(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def make_specs(count: int, *, prefix: str = "team") -> list[dict[str, Any]]:
-    """``count`` distinct valid specs."""
-    return [
-        {
-            "name": f"{prefix}-{i:05d}",
-            "config": {"type": "cloud", "networking": {"type": "unrestricted"}},
-            "metadata": {"team": f"{prefix}-{i}"},
-        }
-        for i in range(count)
-    ]
-
-
 @pytest.fixture
 def fast_policy() -> RetryPolicy:
     """A retry policy that never really sleeps."""
-
-    async def no_sleep(_: float) -> None:
-        return None
-
     return RetryPolicy(
         max_attempts=8, wait_initial_s=0.0, wait_max_s=0.0, sleep=no_sleep
     )
@@ -338,28 +199,15 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clean environment for in-process CLI runs: the test token, no PROVISIONER_* leftovers."""
+    """A clean environment for in-process CLI runs: the test token, none of the
+    host's leftovers (as :func:`tests.helpers.child_env` gives a child run)."""
     for key in list(os.environ):
-        if key.startswith("PROVISIONER_") or key in {"QODER_API_URL", "QODER_BASE_URL"}:
+        if is_leftover(key):
             monkeypatch.delenv(key)
     monkeypatch.setenv("QODER_PAT", TEST_TOKEN)
 
 
 # --- redis -------------------------------------------------------------------
-# Imported here, not at the top, so this section is one appended block.
-
-import uuid  # noqa: E402
-
-from provisioner.errors import QueueError  # noqa: E402
-from provisioner.settings import RedisSettings  # noqa: E402
-from provisioner.stream import JobQueue  # noqa: E402
-
-TEST_REDIS_URL_ENV = "PROVISIONER_TEST_REDIS_URL"
-
-
-def redis_url() -> str:
-    """The test Redis: ``$PROVISIONER_TEST_REDIS_URL``, else the local default."""
-    return os.environ.get(TEST_REDIS_URL_ENV) or "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
@@ -387,45 +235,7 @@ async def redis() -> AsyncIterator[JobQueue]:
         await queue.close()
 
 
-async def wait_for_results(queue: JobQueue, count: int, timeout_s: float = 60) -> None:
-    """Poll a queue's results stream until it holds ``count`` records."""
-    for _ in range(int(timeout_s / 0.05)):
-        if (await queue.status("provisioner")).results >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {count} results after {timeout_s} s")
-
-
 # --- a real HTTP proxy --------------------------------------------------------
-
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-
-
-@dataclass
-class Tinyproxy:
-    """A running tinyproxy on loopback: its URL (without credentials) and its log."""
-
-    url: str
-    port: int
-    log: Path
-
-    def requests(self) -> list[str]:
-        """The request lines it was asked, in order (``CONNECT 127.0.0.1:PORT HTTP/1.1``)."""
-        marker = "): "
-        return [
-            line.split(marker, 1)[1].strip()
-            for line in self.log.read_text().splitlines()
-            if "Request (file descriptor" in line and marker in line
-        ]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -460,17 +270,15 @@ def make_tinyproxy(tmp_path: Path) -> Iterator[Callable[..., Tinyproxy]]:
             stderr=subprocess.DEVNULL,
         )
         procs.append(proc)
-        for _ in range(200):
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), timeout=0.1),
-            ):
-                break
+
+        def up() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"tinyproxy exited with {proc.returncode}")
-            threading.Event().wait(0.02)  # the port opens within milliseconds
-        else:
-            raise RuntimeError("tinyproxy did not open its port")
+            return is_listening(port)
+
+        eventually_sync(
+            up, timeout_s=4, interval_s=0.02, message="tinyproxy did not open its port"
+        )
         return Tinyproxy(url=f"http://127.0.0.1:{port}", port=port, log=log)
 
     yield start

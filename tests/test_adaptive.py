@@ -7,43 +7,26 @@ import contextvars
 import itertools
 import math
 
-import orjson
 import pytest
 
-from provisioner.adaptive import (
+from provisioner.api.client import ApiClient, open_session
+from provisioner.cli.main import main
+from provisioner.core.pipeline import Pipeline
+from provisioner.emulator import Emulator, FaultPlan
+from provisioner.errors import ConfigError
+from provisioner.pacing.adaptive import (
     AdaptiveRate,
     AdaptiveRateLimiter,
     AdaptiveTuning,
     PaceState,
     step,
 )
-from provisioner.cli import main
-from provisioner.client import ApiClient, open_session
-from provisioner.emulator import Emulator, FaultPlan
-from provisioner.errors import ConfigError
-from provisioner.pipeline import Pipeline
+from provisioner.pacing.retry import RetryBudget, RetryPolicy
+from provisioner.pacing.stopping import StopController
 from provisioner.redact import Secret
-from provisioner.retry import RetryBudget, RetryPolicy
 from provisioner.settings import ApiSettings
-from provisioner.sources import Spec
-from provisioner.spec import spec_key
-from provisioner.stopping import StopController
-from tests.conftest import TEST_TOKEN, make_specs
-
-
-class FakeTime:
-    """Monotonic seconds that move only when a test, or a sleep, moves them."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from provisioner.spec import Spec, spec_key
+from tests.helpers import TEST_TOKEN, FakeTime, make_specs, records
 
 
 def feed(rate: AdaptiveRate, time: FakeTime, seconds: float, *, every: int = 0) -> int:
@@ -346,8 +329,7 @@ def test_rate_auto_finds_a_servers_limit(
         "auto",
     ]
     assert main([*args, "--results", str(results), "--concurrency", "16"]) == 0
-    records = [orjson.loads(line) for line in results.read_bytes().splitlines()]
-    assert {r["status"] for r in records} == {"created"}
+    assert {r["status"] for r in records(results)} == {"created"}
     stats = emulator.stats()
     throttled = stats["by_status"].get("429", 0)
     assert throttled / stats["requests"] < 0.2

@@ -7,11 +7,7 @@ behind (result log, summary, lock file, set-aside logs) are searched for the tok
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,12 +16,19 @@ import orjson
 import pytest
 
 from provisioner.emulator import Emulator, FaultPlan
-from tests.conftest import make_specs, redis_url
+from tests.helpers import (
+    child_env,
+    eventually_sync,
+    make_specs,
+    redis_args,
+    run_cli,
+    spawn_cli,
+    start_cli,
+)
 
 pytestmark = pytest.mark.slow
 
 CANARY = "pt-canary-" + secrets.token_hex(16)
-CLI = [sys.executable, "-m", "provisioner"]
 
 FAULTS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -39,26 +42,6 @@ FAULTS: dict[str, dict[str, Any]] = {
     "reset_after_commit": {"reset_after_commit": 0.4},
     "slow": {"slow": 0.3, "slow_s": 0.6},
 }  # fmt: skip
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env["QODER_PAT"] = CANARY
-    env.update(extra)
-    return env
-
-
-def run(
-    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: PLW1510 - the outputs are what is checked
-        [*CLI, *map(str, args)],
-        cwd=cwd,
-        env=env or child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_no_canary(folder: Path, *outputs: str) -> None:
@@ -88,7 +71,11 @@ def test_the_token_never_leaks_under_any_fault(
     )
     jobs = write_jobs(make_specs(25))
     for log_format in ("json", "console"):
-        result = run(*run_args(emulator, jobs, log_format), cwd=tmp_path)
+        result = run_cli(
+            *run_args(emulator, jobs, log_format),
+            cwd=tmp_path,
+            env=child_env(token=CANARY),
+        )
         assert result.returncode in {0, 1}, result.stderr
         assert_no_canary(tmp_path, result.stdout, result.stderr)
 
@@ -98,7 +85,11 @@ def test_the_token_never_leaks_when_it_is_refused(
 ):
     """A 401 for the canary token stops the run; the token is still nowhere."""
     emulator = make_live_emulator(token="pt-the-real-one")
-    result = run(*run_args(emulator, write_jobs(make_specs(5)), "json"), cwd=tmp_path)
+    result = run_cli(
+        *run_args(emulator, write_jobs(make_specs(5)), "json"),
+        cwd=tmp_path,
+        env=child_env(token=CANARY),
+    )
     assert result.returncode == 1
     assert "authentication failed" in result.stderr
     assert_no_canary(tmp_path, result.stdout, result.stderr)
@@ -125,7 +116,7 @@ def test_the_token_never_leaks_from_validate_sandbox_or_a_token_file(
         ],
         ["run", str(jobs), "--token", CANARY],
     ):
-        result = run(*args, cwd=tmp_path, env=child_env(QODER_PAT=""))
+        result = run_cli(*args, cwd=tmp_path, env=child_env(token=""))
         outputs += [result.stdout, result.stderr]
     token_file.unlink()
     assert_no_canary(tmp_path, *outputs)
@@ -137,13 +128,16 @@ def test_the_token_is_not_in_the_process_list(
     """While a run works, its command line (what `ps` shows) does not hold the token."""
     emulator = make_live_emulator(token=CANARY, faults=FaultPlan(latency_ms=200))
     args = run_args(emulator, write_jobs(make_specs(10)), "json")
-    proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=child_env())
+    proc = spawn_cli(
+        *args, cwd=tmp_path, env=child_env(token=CANARY), stdout=None, stderr=None
+    )
     try:
         cmdline = Path(f"/proc/{proc.pid}/cmdline")
-        for _ in range(500):
-            if b"provisioner" in cmdline.read_bytes():
-                break
-            time.sleep(0.01)
+        eventually_sync(
+            lambda: b"provisioner" in cmdline.read_bytes(),
+            timeout_s=5,
+            interval_s=0.01,
+        )
         assert CANARY.encode() not in cmdline.read_bytes()
     finally:
         assert proc.wait(60) == 0
@@ -151,13 +145,7 @@ def test_the_token_is_not_in_the_process_list(
 
 def test_the_emulator_command_keeps_its_token_to_itself(tmp_path: Path):
     """`provisioner emulator` with the token in QODER_PAT prints its URL, never the token."""
-    proc = subprocess.Popen(
-        [*CLI, "emulator", "--port", "0"],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("emulator", "--port", "0", env=child_env(token=CANARY))
     assert proc.stdout is not None
     first_line = proc.stdout.readline()
     proc.terminate()
@@ -181,15 +169,21 @@ async def test_a_worker_never_stores_the_token_in_redis_or_its_log(
         return web.json_response(error, status=400)
 
     server = await serve(echo_auth)
-    queue_args = ["--redis", redis_url(), "--stream", redis.stream]
+    queue_args = redis_args(redis)
     assert (
-        run("enqueue", write_jobs(make_specs(5)), *queue_args, cwd=tmp_path).returncode
+        run_cli(
+            "enqueue",
+            write_jobs(make_specs(5)),
+            *queue_args,
+            cwd=tmp_path,
+            env=child_env(token=CANARY),
+        ).returncode
         == 0
     )
-    worker = await asyncio.create_subprocess_exec(
-        *CLI, "worker", *queue_args, "--api-url", server.url, "--exit-when-empty",
+    worker = await start_cli(
+        "worker", *queue_args, "--api-url", server.url, "--exit-when-empty",
         "--results", str(tmp_path / "worker.jsonl"), "--log-level", "debug",
-        env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=child_env(token=CANARY),
     )  # fmt: skip
     out, err = await asyncio.wait_for(worker.communicate(), timeout=60)
 

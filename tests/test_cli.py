@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 
-from provisioner.cli import ExitCode, main
-from tests.conftest import TEST_TOKEN, make_specs
+from provisioner.cli.main import ExitCode, main
+from tests.helpers import TEST_TOKEN, make_specs, records, start_cli
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -123,18 +119,7 @@ def test_env_vars_set_flag_defaults(live_emulator, write_jobs, tmp_path, monkeyp
 
 async def test_provisioner_emulator_serves_until_sigterm(tmp_path):
     """`provisioner emulator --port 0` prints its URL, serves the API, and stops on SIGTERM."""
-    env = {**os.environ, "QODER_PAT": TEST_TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "provisioner",
-        "emulator",
-        "--port",
-        "0",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
+    proc = await start_cli("emulator", "--port", "0", stderr=None)
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
     url = next(w for w in line.split() if w.startswith("http://"))
@@ -153,21 +138,6 @@ def test_version_is_printed(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"provisioner {__version__}"
-
-
-@pytest.mark.parametrize(
-    "command", ["run", "plan", "enqueue", "worker", "queue-status"]
-)
-def test_every_flag_is_in_the_readme(command):
-    """The README documents every flag of every command."""
-    from provisioner.cli import build_parser
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    parser = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
-    for action in parser._actions:
-        for flag in action.option_strings:
-            if flag.startswith("--") and flag != "--help":
-                assert f"`{flag}" in readme or f"/ `{flag}" in readme, flag
 
 
 def test_sandbox_faults_are_retried_and_each_spec_created_once(write_jobs, tmp_path):
@@ -190,7 +160,7 @@ def test_sandbox_faults_are_retried_and_each_spec_created_once(write_jobs, tmp_p
         str(results),
     ]
     assert main(argv) == ExitCode.OK
-    log = [orjson.loads(x) for x in results.read_bytes().splitlines()]
+    log = records(results)
     assert {r["status"] for r in log} == {"created"}
     assert len({r["id"] for r in log}) == 30
     assert max(r["attempts"] for r in log) > 1
@@ -292,9 +262,7 @@ def test_a_switch_variable_reads_true_and_false(
     results = tmp_path / "r.jsonl"
     code = main(["run", str(write_jobs(specs)), "--sandbox", "--results", str(results)])
     assert code == ExitCode.USAGE  # an invalid spec was recorded
-    statuses = [
-        r["status"] for r in map(orjson.loads, results.read_bytes().splitlines())
-    ]
+    statuses = [r["status"] for r in records(results)]
     assert sorted(statuses) == ["created", "invalid"]
 
 

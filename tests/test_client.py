@@ -8,7 +8,7 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from provisioner.client import (
+from provisioner.api.client import (
     ApiClient,
     open_session,
     parse_retry_after,
@@ -24,7 +24,7 @@ from provisioner.errors import (
 )
 from provisioner.redact import Secret
 from provisioner.settings import ApiSettings
-from tests.conftest import TEST_TOKEN
+from tests.helpers import TEST_TOKEN
 
 BODY = {"name": "alpha", "config": {"type": "cloud"}}
 

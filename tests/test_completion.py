@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from provisioner.cli import main
-from provisioner.completion import script
+from provisioner.cli.completion import script
+from provisioner.cli.main import main
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).parent.parent
 
@@ -36,13 +36,7 @@ def complete_bash(script_path: Path, *words: str, cwd: Path = ROOT) -> list[str]
 @pytest.fixture(scope="module")
 def bash_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bash script as `provisioner completion bash` prints it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "provisioner", "completion", "bash"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    done = run_cli("completion", "bash", check=True, timeout=60)
     path = tmp_path_factory.mktemp("completion") / "provisioner.bash"
     path.write_text(done.stdout)
     return path

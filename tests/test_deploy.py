@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from provisioner.cli.flags import build_parser, check_combinations, resolve_env
 from provisioner.emulator.cli import build_parser as emulator_parser
-from provisioner.options import build_parser, check_combinations, resolve_env
-from provisioner.sources import JobFiles, scan
+from provisioner.files.sources import JobFiles, scan
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 
-from provisioner.client import ApiClient, open_session
-from provisioner.drift import drift, normal_config, update_body, update_key
+from provisioner.api.client import ApiClient, open_session
+from provisioner.core.drift import drift, normal_config, update_body, update_key
 from provisioner.emulator import Emulator
 from provisioner.redact import Secret
 from provisioner.settings import ApiSettings
 from provisioner.spec import spec_key, validate_body
-from tests.conftest import TEST_TOKEN, MakeEmulator
+from tests.helpers import CLOUD, TEST_TOKEN, MakeEmulator
 
-CLOUD = {"type": "cloud"}
 ENV_ID = "env_" + "0" * 31 + "1"
 LIMITED = {"type": "limited", "allowed_hosts": ["a.example"]}
 

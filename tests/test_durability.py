@@ -3,69 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from provisioner.emulator import Emulator
-from tests.conftest import TEST_TOKEN, eventually, make_specs
+from tests.helpers import (
+    TEST_TOKEN,
+    child_env,
+    eventually,
+    make_specs,
+    records,
+    start_cli,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [
-        orjson.loads(line)
-        for line in path.read_bytes().splitlines()
-        if line.endswith(b"}")
-    ]
 
 
 async def start_run(
     emulator: Emulator, jobs: Path, results: Path, *extra: str, token: str = TEST_TOKEN
 ) -> asyncio.subprocess.Process:
     """``provisioner run`` as a child process, the way a user or a cron job starts it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env["QODER_PAT"] = token
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "provisioner",
-        "run",
-        str(jobs),
-        "--api-url",
-        emulator.url,
-        "--results",
-        str(results),
-        "--backoff",
-        "0",
-        "--rate",
-        "0",
-        *extra,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return await start_cli(
+        "run", jobs, "--api-url", emulator.url, "--results", results,
+        "--backoff", "0", "--rate", "0", *extra,
+        env=child_env(token=token),
+    )  # fmt: skip
 
 
 async def wait_for_records(
     results: Path, count: int, proc: asyncio.subprocess.Process
 ) -> None:
     """Poll the result log until it holds ``count`` records (or the run ends)."""
-    for _ in range(3000):
-        if proc.returncode is not None or len(records(results)) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the log never reached {count} records")
+    await eventually(
+        lambda: (
+            proc.returncode is not None or len(records(results, partial=True)) >= count
+        ),
+        timeout_s=30,
+        interval_s=0.01,
+        message=f"the log never reached {count} records",
+    )
 
 
 def assert_exactly_once(emulator: Emulator, results: Path, total: int) -> None:
@@ -73,7 +53,7 @@ def assert_exactly_once(emulator: Emulator, results: Path, total: int) -> None:
     counts = emulator.creation_counts()
     assert len(counts) == total
     assert set(counts.values()) == {1}
-    log = records(results)
+    log = records(results, partial=True)
     assert Counter(r["name"] for r in log).most_common(1)[0][1] == 1
     assert len(log) == total
     assert {r["status"] for r in log} <= {"created", "exists"}
@@ -106,7 +86,9 @@ async def test_sigkill_at_several_points_then_resume_creates_each_once(
     _, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert_exactly_once(emulator, results, total)
-    created_here = {r["name"] for r in records(results) if r["status"] == "created"}
+    created_here = {
+        r["name"] for r in records(results, partial=True) if r["status"] == "created"
+    }
     assert len(created_here) == total  # nothing existed before the job: all ours
 
 
@@ -125,7 +107,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_130(
     text = err.decode()
     assert "stopped (interrupted)" in text
     assert "run the same command again to resume" in text
-    log = records(results)
+    log = records(results, partial=True)
     # Everything the server created was recorded: the drain lost no answer.
     assert {r["name"] for r in log} == set(emulator.creation_counts())
     assert 4 <= len(log) < 100
@@ -148,13 +130,16 @@ async def test_a_second_signal_exits_at_once_with_a_consistent_log(
     )
     await wait_for_records(results, 4, proc)
     emulator.faults.latency_ms = 3_000
-    await asyncio.sleep(0.2)
+    # Four requests sent since then: each of the four workers waits on a slow one.
+    slow_from = emulator.stats()["requests"]
+    await eventually(lambda: emulator.stats()["requests"] >= slow_from + 4)
     proc.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.2)
+    assert proc.stderr is not None
+    await asyncio.wait_for(proc.stderr.readuntil(b"run.draining"), timeout=10)
     proc.send_signal(signal.SIGINT)
     await asyncio.wait_for(proc.communicate(), timeout=10)
     assert proc.returncode == 130
-    records(results)  # parses
+    records(results, partial=True)  # parses
     emulator.faults.latency_ms = 0
     # The abandoned requests still hold their keys on the server until they end.
     await eventually(lambda: emulator.stats()["in_flight"] == 0)
@@ -197,26 +182,13 @@ async def test_the_token_never_appears_in_output_results_or_ps(
 async def test_stdin_jobs_are_read_as_jsonl(emulator, tmp_path):
     """`-` reads JSON Lines from standard input."""
     results = tmp_path / "results.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env["QODER_PAT"] = TEST_TOKEN
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "provisioner",
-        "run",
-        "-",
-        "--api-url",
-        emulator.url,
-        "--results",
-        str(results),
-        env=env,
+    proc = await start_cli(
+        "run", "-", "--api-url", emulator.url, "--results", results,
         stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    )  # fmt: skip
     lines = b"".join(orjson.dumps(s) + b"\n" for s in make_specs(5, prefix="stdin"))
     _, err = await proc.communicate(lines)
     assert proc.returncode == 0, err.decode()
-    log = records(results)
+    log = records(results, partial=True)
     assert [r["source"] for r in log if r["name"] == "stdin-00000"] == ["-:1"]
     assert len(log) == 5

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from provisioner.client import ApiClient, Created, open_session
+from provisioner.api.client import ApiClient, Created, open_session
 from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan
 from provisioner.emulator.ids import IdGenerator
 from provisioner.redact import Secret
 from provisioner.settings import ApiSettings
-from tests.conftest import CLOUD, TEST_TOKEN, assert_error, create
+from tests.helpers import CLOUD, TEST_TOKEN, assert_error, create
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 AUTH_ERROR = {"type": "authentication_error", "message": "Invalid API key or token."}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import CLOUD, TEST_TOKEN, assert_error, create
+from tests.helpers import CLOUD, TEST_TOKEN, assert_error, create
 
 
 async def test_stats_count_requests_statuses_creations_conflicts_and_replays(

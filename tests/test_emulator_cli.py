@@ -8,7 +8,6 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -224,16 +223,6 @@ def test_help_lists_every_flag(capsys):
     ]  # fmt: skip
     for flag in flags:
         assert flag in out
-
-
-def test_every_flag_is_in_the_readme_flags_table():
-    """Each ``provisioner emulator`` flag has a row in the README's emulator flags table."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    table = readme.split("### Flags", 1)[1].split("### ", 1)[0]
-    for action in build_parser()._actions:
-        for flag in action.option_strings:
-            if flag not in {"--help", "-h"}:
-                assert f"| `{flag}" in table or f", `{flag}" in table, flag
 
 
 def test_help_never_shows_the_token(capsys, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import CLOUD, assert_error, create, eventually
+from tests.helpers import CLOUD, Answer, assert_error, create, eventually
 
 
 async def test_the_same_key_and_body_replays_the_first_answer(api, emulator):
@@ -119,8 +119,14 @@ async def test_stored_answers_expire_after_the_ttl(make_emulator, api):
     headers = {"Idempotency-Key": "k1"}
     body = {"name": "a", "config": CLOUD}
     await api("POST", "/environments", json=body, headers=headers, emulator=emu)
-    await asyncio.sleep(0.1)
-    again = await api("POST", "/environments", json=body, headers=headers, emulator=emu)
+
+    async def not_replayed() -> Answer | None:
+        answer = await api(
+            "POST", "/environments", json=body, headers=headers, emulator=emu
+        )
+        return None if "Idempotent-Replayed" in answer.headers else answer
+
+    again = await eventually(not_replayed)
     assert again.status == 409
     assert "Idempotent-Replayed" not in again.headers
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLOUD, Caller, assert_error, create
+from tests.helpers import CLOUD, Caller, assert_error, create
 
 
 async def make_envs(

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from provisioner.emulator import Emulator, EmulatorConfig
-from tests.conftest import CLOUD, TEST_TOKEN, assert_error, create, eventually
+from tests.helpers import CLOUD, TEST_TOKEN, assert_error, create, eventually
 
 
 def config(path: Path, token: str = TEST_TOKEN) -> EmulatorConfig:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Caller, MakeEmulator, assert_error, create
+from tests.helpers import Caller, MakeEmulator, assert_error, create
 
 HOSTS = "config.networking.allowed_hosts"
 ALLOWLIST = "required, with at least one host, when networking.type is allowlist"

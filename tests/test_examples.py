@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
-from provisioner.cli import main
+from provisioner.cli.main import main
+from tests.helpers import records
 
 JOBS = Path(__file__).parent.parent / "jobs"
 VALID = sorted(p for p in JOBS.iterdir() if p.name != "with-mistakes.jsonl")
@@ -55,6 +55,6 @@ def test_all_valid_examples_run_together(live_emulator, tmp_path):
         ]
     )
     assert code == 0
-    log = [orjson.loads(x) for x in results.read_bytes().splitlines()]
+    log = records(results)
     assert {r["status"] for r in log} == {"created"}
     assert len(log) == len(live_emulator.environments())

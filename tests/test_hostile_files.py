@@ -23,24 +23,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provisioner.errors import SourceError, SpecError
-from provisioner.jsonlimits import MAX_DEPTH
-from provisioner.sources import (
-    MAX_LINE_BYTES,
-    InvalidSpec,
-    JobFiles,
-    ScanReport,
-    Spec,
-    scan,
-)
+from provisioner.files.jsonlimits import MAX_DEPTH
+from provisioner.files.sources import MAX_LINE_BYTES, JobFiles, ScanReport, scan
+from provisioner.files.yamlfile import MAX_YAML_VALUES
 from provisioner.spec import (
     BIDI_REASON,
     MAX_BODY_BYTES,
+    InvalidSpec,
+    Spec,
     canonical_json,
     check_size,
     validate_body,
 )
-from provisioner.yamlfile import MAX_YAML_VALUES
-from tests.conftest import Write, jsonl, spec
+from tests.helpers import Write, child_env, jsonl, records, spec
 
 PROVISIONER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "provisioner"
 DEPTH = f"nested deeper than {MAX_DEPTH} levels"
@@ -384,15 +379,10 @@ def test_a_regular_file_without_a_known_extension_is_still_refused(
 
 
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PROVISIONER_", "QODER_"))
-    }
     return subprocess.run(
         ["/bin/bash", "-c", command],
         cwd=cwd,
-        env=env,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=50,
@@ -417,10 +407,7 @@ def test_run_reads_process_substitution_once_for_both_passes(tmp_path: Path) -> 
     command = f"{PROVISIONER} run --sandbox --no-progress --results r.jsonl <(cat specs.jsonl)"
     done = _shell(command, tmp_path)
     assert done.returncode == 0, done.stderr
-    results = [
-        orjson.loads(line) for line in (tmp_path / "r.jsonl").read_bytes().splitlines()
-    ]
-    assert sorted((r["name"], r["status"]) for r in results) == [
+    assert sorted((r["name"], r["status"]) for r in records(tmp_path / "r.jsonl")) == [
         ("a", "created"),
         ("b", "created"),
     ]

@@ -4,47 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import secrets
-import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import Handler, Serve, Server, make_specs
+from tests.helpers import (
+    Handler,
+    Serve,
+    Server,
+    child_env,
+    make_specs,
+    records,
+    start_cli,
+)
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "pt-hostile-" + secrets.token_hex(12)
 
 
-async def run_cli(
+async def run_against(
     server: Server, tmp_path: Path, *extra: str, specs: int = 2
 ) -> tuple[int, str, str]:
     """Run the CLI to the end against ``server``; exit code, stdout, stderr."""
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in make_specs(specs)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env["QODER_PAT"] = TOKEN
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "provisioner", "run", str(jobs),
-        "--api-url", server.url, "--results", str(tmp_path / "results.jsonl"),
+    proc = await start_cli(
+        "run", jobs, "--api-url", server.url, "--results", tmp_path / "results.jsonl",
         "--rate", "0", "--backoff", "0", "--log-level", "debug", *extra,
-        env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=child_env(token=TOKEN), cwd=tmp_path,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-def records(tmp_path: Path) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(x) for x in (tmp_path / "results.jsonl").read_bytes().splitlines()
-    ]
 
 
 def written_files(folder: Path) -> list[str]:
@@ -71,14 +66,17 @@ async def test_an_error_that_repeats_the_authorization_header_is_stored_scrubbed
         )
 
     server = await serve(echo_auth)
-    code, out, err = await run_cli(
+    code, out, err = await run_against(
         server, tmp_path, "--summary", str(tmp_path / "s.json")
     )
 
     assert code == 1
     for text in (out, err, *written_files(tmp_path)):
         assert TOKEN not in text
-    assert all("Authorization: ***" in r["error"]["message"] for r in records(tmp_path))
+    assert all(
+        "Authorization: ***" in r["error"]["message"]
+        for r in records(tmp_path / "results.jsonl")
+    )
 
 
 async def test_a_201_without_an_id_is_never_recorded_created(
@@ -92,10 +90,10 @@ async def test_a_201_without_an_id_is_never_recorded_created(
         return web.json_response({"data": [], "has_more": False})
 
     server = await serve(null_ids)
-    code, _, _ = await run_cli(server, tmp_path, "--max-attempts", "2")
+    code, _, _ = await run_against(server, tmp_path, "--max-attempts", "2")
 
     assert code == 1
-    for record in records(tmp_path):
+    for record in records(tmp_path / "results.jsonl"):
         assert record["status"] == "failed"
         assert record["id"] is None
         assert record["error"]["type"] == "bad_answer"
@@ -127,10 +125,10 @@ async def test_a_409_followed_by_an_endless_list_fails_instead_of_hanging(
 ) -> None:
     """A name conflict whose list never ends: the run ends, the record keeps the 409 with the walk's failure beside it."""
     server = await serve(conflict_then_endless_list())
-    code, _, _ = await run_cli(server, tmp_path, "--concurrency", "1")
+    code, _, _ = await run_against(server, tmp_path, "--concurrency", "1")
 
     assert code == 1
-    first, second = records(tmp_path)
+    first, second = records(tmp_path / "results.jsonl")
     assert first["error"]["type"] == "conflict_error"
     assert first["error"]["lookup"]["type"] == "list_walk_limit"
     assert second["error"]["lookup"]["type"] == "list_walk_limit"
@@ -145,17 +143,17 @@ async def test_a_timeout_then_a_failing_lookup_keeps_the_creates_error(
 
     async def slow_create_broken_list(request: web.Request) -> web.StreamResponse:
         if request.method == "POST":
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # the server's latency under test: past the timeout
             return web.json_response({}, status=201)
         return envelope(500, "api_error", "the list is down")
 
     server = await serve(slow_create_broken_list)
-    code, _, _ = await run_cli(
+    code, _, _ = await run_against(
         server, tmp_path, "--timeout", "0.3", "--max-attempts", "2", specs=1
     )
 
     assert code == 1
-    (record,) = records(tmp_path)
+    (record,) = records(tmp_path / "results.jsonl")
     assert record["error"]["type"] == "timeout"
     assert "no answer within the timeout" in record["error"]["message"]
     assert record["error"]["lookup"]["type"] == "api_error"

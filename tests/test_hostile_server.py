@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from provisioner.client import ApiClient, Page, open_session
+from provisioner.api.client import ApiClient, Page, open_session
+from provisioner.core.lookup import EnvironmentLookup
 from provisioner.errors import ApiError, RetryableApiError, TransportError
-from provisioner.reconcile import NameIndex
+from provisioner.pacing.retry import NO_RETRY, Decision, RetryPolicy, decide
 from provisioner.redact import Secret
-from provisioner.retry import NO_RETRY, Decision, RetryPolicy, decide
 from provisioner.settings import ApiSettings
-from tests.conftest import Handler, Server
+from tests.helpers import Handler, Server
 
 TOKEN = "pt-hostile-" + secrets.token_hex(8)
 BODY = {"name": "alpha", "config": {"type": "cloud"}}
@@ -70,9 +70,9 @@ def endless_pages(*, use_page: bool) -> Handler:
     return handler
 
 
-def name_index(client: ApiClient, **options: Any) -> NameIndex:
-    """A NameIndex that pages through ``client``."""
-    return NameIndex(
+def name_index(client: ApiClient, **options: Any) -> EnvironmentLookup:
+    """A EnvironmentLookup that pages through ``client``."""
+    return EnvironmentLookup(
         lambda cursor, use_page, _retry: client.list_page(
             cursor=cursor, use_page=use_page
         ),
@@ -285,7 +285,7 @@ async def test_an_endless_list_stops_at_the_deadline(serve):
 
 
 async def test_the_name_index_gives_up_on_an_endless_list_once(serve):
-    """NameIndex fails at its page cap; a later lookup fails at once instead of walking again."""
+    """EnvironmentLookup fails at its page cap; a later lookup fails at once instead of walking again."""
     server = await serve(endless_pages(use_page=True))
     async with client_for(server) as client:
         index = name_index(client, max_pages=20)
@@ -298,7 +298,7 @@ async def test_the_name_index_gives_up_on_an_endless_list_once(serve):
 
 
 async def test_the_name_index_stops_at_its_deadline(serve):
-    """NameIndex's walk has a deadline on an injected clock."""
+    """EnvironmentLookup's walk has a deadline on an injected clock."""
     server = await serve(endless_pages(use_page=False))
     ticks = itertools.count(0.0, 60.0)
     async with client_for(server) as client:
@@ -330,13 +330,13 @@ async def test_list_entries_with_malformed_ids_are_skipped(serve):
 
 
 async def test_the_name_index_skips_malformed_ids_from_any_pager():
-    """NameIndex itself does not believe a bad id, whatever fetched the page."""
+    """EnvironmentLookup itself does not believe a bad id, whatever fetched the page."""
 
     async def list_page(cursor: str | None, use_page: bool, retry: bool) -> Page:
         data = [{"id": "None", "name": "ghost"}, {"id": env_id(2), "name": "real"}]
         return Page(data=data, has_more=False, next_page=None, last_id=None)
 
-    index = NameIndex(list_page)
+    index = EnvironmentLookup(list_page)
     assert await index.find("ghost") is None
     assert await index.find("real") == {"id": env_id(2), "name": "real"}
 

@@ -20,11 +20,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from provisioner.client import MAX_HEADERS, ApiClient, open_session
+from provisioner.api.client import MAX_HEADERS, ApiClient, open_session
 from provisioner.errors import TransportError
 from provisioner.redact import Secret
 from provisioner.settings import ApiSettings
-from tests.conftest import TEST_TOKEN, eventually
+from tests.helpers import TEST_TOKEN, eventually
 
 ENV_ID = "env_" + "a" * 32
 OK_BODY = b'{"id": "%b"}' % ENV_ID.encode()

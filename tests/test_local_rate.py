@@ -7,34 +7,29 @@ import asyncio
 import pytest
 
 from provisioner.errors import ConfigError
-from provisioner.ratelimit import TIMER_SLACK_S, LocalRateLimiter, SharedRateLimiter
+from provisioner.pacing.limiter import (
+    TIMER_SLACK_S,
+    LocalRateLimiter,
+    SharedRateLimiter,
+)
+from tests.helpers import FakeTime
 
 
-class FakeTime:
-    """A clock that only moves when a caller sleeps (no real waiting)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sends: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-async def send_all(limiter: LocalRateLimiter, time: FakeTime, count: int) -> None:
-    """``count`` callers acquire one after another; note when each may send."""
+async def send_all(
+    limiter: LocalRateLimiter, time: FakeTime, count: int
+) -> list[float]:
+    """``count`` callers acquire one after another: when each may send."""
+    sends = []
     for _ in range(count):
         await limiter.acquire()
-        time.sends.append(time.now)
+        sends.append(time.now)
+    return sends
 
 
 def test_callers_get_evenly_spaced_slots_from_the_first_one() -> None:
     """Ten callers at once: the first goes now, the others every 1/rate after it."""
     time = FakeTime()
-    limiter = LocalRateLimiter(200, clock=time.clock, sleep=time.sleep)
+    limiter = LocalRateLimiter(200, clock=time, sleep=time.sleep)
     waits = [limiter.reserve() for _ in range(10)]
     assert waits == pytest.approx([i / 200 for i in range(10)])
 
@@ -42,20 +37,19 @@ def test_callers_get_evenly_spaced_slots_from_the_first_one() -> None:
 async def test_a_late_wake_up_does_not_lower_the_rate() -> None:
     """Sleeping a little longer than asked (timer slack) keeps the average at the rate."""
     time = FakeTime()
-    limiter = LocalRateLimiter(200, clock=time.clock, sleep=time.sleep)
-    await send_all(limiter, time, 2001)
-    span = time.sends[-1] - time.sends[0]
+    limiter = LocalRateLimiter(200, clock=time, sleep=time.sleep)
+    sends = await send_all(limiter, time, 2001)
+    span = sends[-1] - sends[0]
     assert 2000 / span == pytest.approx(200, rel=0.01)
 
 
 async def test_no_second_holds_more_than_the_rate_and_the_burst() -> None:
     """In any one-second window at most rate + burst sends, after an idle spell too."""
     time = FakeTime()
-    limiter = LocalRateLimiter(50, burst=3, clock=time.clock, sleep=time.sleep)
-    await send_all(limiter, time, 120)
+    limiter = LocalRateLimiter(50, burst=3, clock=time, sleep=time.sleep)
+    sends = await send_all(limiter, time, 120)
     time.now += 30  # idle: the bucket refills to the burst, not beyond
-    await send_all(limiter, time, 120)
-    sends = time.sends
+    sends += await send_all(limiter, time, 120)
     busiest = max(
         sum(1 for t in sends[i:] if t - start < 1.0) for i, start in enumerate(sends)
     )
@@ -65,7 +59,7 @@ async def test_no_second_holds_more_than_the_rate_and_the_burst() -> None:
 def test_after_an_idle_spell_the_burst_goes_at_once_then_the_rate() -> None:
     """burst=3: three slots are free at once, the fourth waits one interval."""
     time = FakeTime()
-    limiter = LocalRateLimiter(10, burst=3, clock=time.clock, sleep=time.sleep)
+    limiter = LocalRateLimiter(10, burst=3, clock=time, sleep=time.sleep)
     waits = [limiter.reserve() for _ in range(5)]
     assert waits == pytest.approx([0, 0, 0, 0.1, 0.2])
 
@@ -78,7 +72,7 @@ async def test_a_wait_adds_the_timer_slack_and_a_free_slot_does_not_sleep() -> N
     async def record(seconds: float) -> None:
         asked.append(seconds)
 
-    limiter = LocalRateLimiter(100, clock=time.clock, sleep=record)
+    limiter = LocalRateLimiter(100, clock=time, sleep=record)
     await limiter.acquire()
     await limiter.acquire()
     assert asked == pytest.approx([0.01 + TIMER_SLACK_S])
@@ -120,9 +114,7 @@ async def test_a_pool_worker_that_wakes_late_takes_a_new_slot_once() -> None:
     async def late_sleep(seconds: float) -> None:
         time.now += seconds + 0.05  # the process was starved for 50 ms
 
-    limiter = SharedRateLimiter(
-        reserve, sleep=late_sleep, rate_per_s=40, clock=time.clock
-    )
+    limiter = SharedRateLimiter(reserve, sleep=late_sleep, rate_per_s=40, clock=time)
     await limiter.acquire()
     assert len(reservations) == 2  # the missed slot given up, the next one kept
 
@@ -136,8 +128,6 @@ async def test_a_pool_worker_on_time_keeps_its_slot() -> None:
         reservations.append(time.now)
         return 0.025
 
-    limiter = SharedRateLimiter(
-        reserve, sleep=time.sleep, rate_per_s=40, clock=time.clock
-    )
+    limiter = SharedRateLimiter(reserve, sleep=time.sleep, rate_per_s=40, clock=time)
     await limiter.acquire()
     assert len(reservations) == 1

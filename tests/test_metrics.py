@@ -2,62 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
 import signal
 import socket
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan
-from provisioner.health import HealthServer, redis_check, serve
-from provisioner.metrics import Metrics
+from provisioner.observe.health import HealthServer, redis_check, serve
+from provisioner.observe.metrics import Metrics
+from provisioner.queue.streams import JobQueue
 from provisioner.settings import MetricsSettings, RedisSettings
-from provisioner.stream import JobQueue
-from tests.conftest import TEST_TOKEN, ThreadedEmulator, make_specs, redis_url
-
-CLI = [sys.executable, "-m", "provisioner"]
-_STARTED: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_child_outlives_its_test() -> Iterator[None]:
-    """A test that fails half-way does not leave its processes running."""
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(*args: str | Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env["QODER_PAT"] = TEST_TOKEN
-    proc = subprocess.Popen(
-        [*CLI, *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _STARTED.append(proc)
-    return proc
+from tests.helpers import (
+    TEST_TOKEN,
+    ThreadedEmulator,
+    eventually,
+    free_port,
+    make_specs,
+    redis_args,
+    spawn_cli,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,26 +69,33 @@ class Endpoint:
 
     async def wait_up(self, proc: subprocess.Popen[str]) -> None:
         """Poll ``/healthz`` until the child serves it."""
-        for _ in range(400):
+
+        async def serving() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
             try:
-                if (await self.get("/healthz"))[0] == 200:
-                    return
+                return (await self.get("/healthz"))[0] == 200
             except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.025)
-        raise AssertionError("the metrics port never answered")
+                return False
+
+        await eventually(
+            serving, interval_s=0.025, message="the metrics port never answered"
+        )
 
     async def wait_for(
         self, name: str, above: float, timeout_s: float = 30, **labels: str
     ) -> Scrape:
         """Scrape until the sample ``name{labels}`` is above ``above``."""
-        for _ in range(int(timeout_s / 0.05)):
+
+        async def above_it() -> Scrape | None:
             scrape = await self.scrape()
-            if scrape.value(name, **labels) > above:
-                return scrape
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{name}{labels} never went above {above}")
+            return scrape if scrape.value(name, **labels) > above else None
+
+        return await eventually(
+            above_it,
+            timeout_s=timeout_s,
+            interval_s=0.05,
+            message=f"{name}{labels} never went above {above}",
+        )
 
 
 @pytest.fixture
@@ -144,7 +121,7 @@ async def test_a_run_serves_metrics_that_move_and_its_probes(
         faults=FaultPlan(latency_ms=20, error_503=0.1, seed=3)
     )
     port = free_port()
-    proc = start(
+    proc = spawn_cli(
         "run", write_jobs(make_specs(150)), "--api-url", emulator.url,
         "--results", tmp_path / "r.jsonl", "--concurrency", "2", "--rate", "100",
         "--backoff", "0", "--max-attempts", "10", "--no-progress",
@@ -187,7 +164,7 @@ async def test_readyz_says_503_once_the_api_stops_answering(
     )
     emulator = threaded.__enter__()
     port = free_port()
-    proc = start(
+    proc = spawn_cli(
         "run", write_jobs(make_specs(500)), "--api-url", emulator.url,
         "--results", tmp_path / "r.jsonl", "--concurrency", "1", "--rate", "0",
         "--timeout", "1", "--backoff", "0.05", "--backoff-max", "0.1",
@@ -200,11 +177,12 @@ async def test_readyz_says_503_once_the_api_stops_answering(
     assert (await endpoint.get("/readyz"))[0] == 200
 
     threaded.__exit__(None, None, None)
-    for _ in range(400):
-        status, _, body = await endpoint.get("/readyz")
-        if status == 503:
-            break
-        await asyncio.sleep(0.025)
+
+    async def not_ready() -> tuple[int, str, str] | None:
+        answer = await endpoint.get("/readyz")
+        return answer if answer[0] == 503 else None
+
+    status, _, body = await eventually(not_ready, interval_s=0.025)
     scrape = await endpoint.scrape()
     health = await endpoint.get("/healthz")
     proc.send_signal(signal.SIGINT)
@@ -225,11 +203,11 @@ async def test_a_worker_serves_queue_lag_pending_and_redis_readiness(
 ):
     """A worker's /metrics shows the queue's lag falling and its records rising; /readyz checks Redis and the API."""
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=30))
-    queue_args = ["--redis", redis_url(), "--stream", redis.stream]
-    enqueue = start("enqueue", write_jobs(make_specs(120)), *queue_args)
+    queue_args = redis_args(redis)
+    enqueue = spawn_cli("enqueue", write_jobs(make_specs(120)), *queue_args)
     assert enqueue.wait(60) == 0
     port = free_port()
-    worker = start(
+    worker = spawn_cli(
         "worker", *queue_args, "--api-url", emulator.url, "--rate", "0",
         "--concurrency", "2", "--log-format", "json", "--metrics-port", str(port),
     )  # fmt: skip
@@ -267,7 +245,7 @@ async def test_readyz_says_503_when_redis_does_not_answer(session):
         metrics.show_queue(await queue.status("provisioner"))
 
     server = HealthServer(
-        metrics=metrics, checks={"redis": redis_check(queue)}, refresh=refresh
+        metrics=metrics, checks={"redis": redis_check(queue.ping)}, refresh=refresh
     )
     try:
         async with serve(MetricsSettings(port=0, host="127.0.0.1"), server) as port:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from provisioner.nameindex import NameIndex
-from provisioner.sources import InvalidSpec, JobFiles, Spec
-from tests.conftest import Write, jsonl, spec
+from provisioner.files.names import NameIndex
+from provisioner.files.sources import JobFiles
+from provisioner.spec import InvalidSpec, Spec
+from tests.helpers import Write, jsonl, spec
 
 
 def duplicates(*paths: str) -> list[str]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.errors import ApiError, TransportError
-from provisioner.httpstatus import meaning
-from provisioner.outcome import (
+from provisioner.core.outcome import (
     conflict_status,
     error_info,
     may_have_committed,
     replay_status,
 )
+from provisioner.errors import ApiError, TransportError
+from provisioner.httpstatus import meaning
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from provisioner.client import ApiClient, open_session
+from provisioner.api.client import ApiClient, open_session
+from provisioner.core.pipeline import Pipeline
 from provisioner.emulator import Emulator
-from provisioner.pipeline import Pipeline
-from provisioner.ratelimit import Unlimited
+from provisioner.pacing.limiter import Unlimited
+from provisioner.pacing.retry import RetryBudget, RetryPolicy
+from provisioner.pacing.stopping import StopController, StopKind
 from provisioner.redact import Secret
-from provisioner.retry import RetryBudget, RetryPolicy
 from provisioner.settings import ApiSettings
-from provisioner.sources import Spec
-from provisioner.spec import spec_key
-from provisioner.stopping import StopController
-from provisioner.summary import StopKind
-from tests.conftest import TEST_TOKEN
+from provisioner.spec import Spec, spec_key
+from tests.helpers import TEST_TOKEN
 
 
 def spec(name: str) -> Spec:

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 from provisioner.emulator import Emulator
-from provisioner.plan import (
+from provisioner.lifecycle.plan import (
     ARCHIVED_REASON,
     Change,
     PlanCounts,
@@ -24,10 +24,8 @@ from provisioner.plan import (
     plan_exit,
     render,
 )
-from provisioner.sources import Spec
-from provisioner.spec import spec_key
-from tests.conftest import TEST_TOKEN, make_specs
-from tests.incli import cli
+from provisioner.spec import Spec, spec_key
+from tests.helpers import TEST_TOKEN, cli, make_specs
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

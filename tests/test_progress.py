@@ -6,20 +6,25 @@ import io
 import os
 import pty
 import subprocess
-import sys
 import unicodedata
-from pathlib import Path
 
 import orjson
 import pytest
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 from provisioner.emulator.faults import FaultPlan
-from provisioner.progress import ProgressBar, ProgressLog, progress_mode
-from tests.conftest import TEST_TOKEN, make_specs
-from tests.test_queue import cli as queue_cli
-from tests.test_queue import finish, redis_args, start_worker
-from tests.test_results import result
+from provisioner.observe.progress import ProgressBar, ProgressLog, progress_mode
+from tests.helpers import (
+    FakeTime,
+    child_env,
+    finish,
+    make_specs,
+    redis_args,
+    result,
+    run_cli,
+    spawn_cli,
+    start_worker,
+)
 
 
 class _Terminal(io.StringIO):
@@ -53,16 +58,6 @@ def test_off_a_terminal_or_disabled_the_bar_writes_nothing() -> None:
 # --- progress events off a terminal -------------------------------------------
 
 
-class _Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _advance(progress: ProgressLog, *statuses: str) -> None:
     for i, status in enumerate(statuses):
         progress.advance(result(f"{status}-{i}", status))
@@ -70,7 +65,7 @@ def _advance(progress: ProgressLog, *statuses: str) -> None:
 
 def test_an_event_gives_done_total_rate_retries_failures_and_eta() -> None:
     """After 4 of 10 in 2 s with 2 retries: 40 %, 2/s, ETA 3 s, counts by status."""
-    clock = _Clock()
+    clock = FakeTime()
     progress = ProgressLog(total=10, interval_s=5, retries=lambda: 2, clock=clock)
     _advance(progress, "created", "created", "failed", "exists")
     clock.now += 2
@@ -94,7 +89,7 @@ def test_an_event_gives_done_total_rate_retries_failures_and_eta() -> None:
 
 def test_the_recent_rate_counts_only_since_the_previous_event(logs) -> None:
     """A run that slows down shows it in recent_rate_per_s while rate_per_s averages."""
-    clock = _Clock()
+    clock = FakeTime()
     progress = ProgressLog(total=10, interval_s=5, clock=clock)
     _advance(progress, *["created"] * 4)
     clock.now += 2
@@ -112,7 +107,7 @@ def test_the_recent_rate_counts_only_since_the_previous_event(logs) -> None:
 
 def test_the_eta_is_unknown_before_the_first_record_and_zero_when_done() -> None:
     """No record yet: eta_s is null; all done: 0 (also for an empty run)."""
-    clock = _Clock()
+    clock = FakeTime()
     progress = ProgressLog(total=2, interval_s=5, clock=clock)
     clock.now += 3
     assert progress.snapshot(clock.now)["eta_s"] is None
@@ -124,7 +119,7 @@ def test_the_eta_is_unknown_before_the_first_record_and_zero_when_done() -> None
 
 def test_without_a_total_the_event_has_no_percent_or_eta() -> None:
     """A source without an end (a queue) reports done and rates only."""
-    clock = _Clock()
+    clock = FakeTime()
     progress = ProgressLog(total=None, interval_s=5, clock=clock)
     _advance(progress, "created")
     clock.now += 1
@@ -136,7 +131,7 @@ def test_without_a_total_the_event_has_no_percent_or_eta() -> None:
 
 async def test_leaving_the_run_logs_one_final_event(logs) -> None:
     """The end of a run is one event with final=true, even between two ticks."""
-    clock = _Clock()
+    clock = FakeTime()
     with ProgressLog(total=1, interval_s=3600, clock=clock) as progress:
         _advance(progress, "created")
         clock.now += 1
@@ -166,14 +161,8 @@ def test_a_terminal_gets_the_bar_and_anything_else_the_events(
 
 # --- end to end ---------------------------------------------------------------
 
-CLI = [sys.executable, "-m", "provisioner"]
 #: 30 specs at 12 requests a second: a run of about 2.5 s.
 _SLOW_RUN = ("--sandbox", "--rate", "12", "--progress-interval", "0.25")
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    return env | {"QODER_PAT": TEST_TOKEN} | extra
 
 
 def _control_characters(text: str) -> set[str]:
@@ -189,14 +178,10 @@ def test_a_run_logging_to_a_file_writes_progress_events_and_no_control_character
     jobs = write_jobs(make_specs(30))
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
-        code = subprocess.call(
-            [*CLI, "run", str(jobs), *_SLOW_RUN, "--log-format", log_format],
-            cwd=tmp_path,
-            env=_child_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            timeout=60,
-        )
+        code = run_cli(
+            "run", jobs, *_SLOW_RUN, "--log-format", log_format,
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, timeout=60,
+        ).returncode  # fmt: skip
     assert code == 0
     text = stderr.read_bytes().decode()
     assert _control_characters(text) == set()
@@ -228,14 +213,11 @@ def test_a_run_on_a_terminal_draws_the_bar_and_logs_no_progress_events(
     """On a pseudo-terminal the bar is drawn and no run.progress event is written."""
     jobs = write_jobs(make_specs(30))
     leader, follower = pty.openpty()
-    with subprocess.Popen(
-        [*CLI, "run", str(jobs), *_SLOW_RUN],
-        cwd=tmp_path,
-        env=_child_env(TERM="xterm-256color"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=follower,
-    ) as child:
+    with spawn_cli(
+        "run", jobs, *_SLOW_RUN,
+        cwd=tmp_path, env=child_env(TERM="xterm-256color"), text=False,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+    ) as child:  # fmt: skip
         os.close(follower)
         screen = _read_until_closed(leader)
         assert child.wait(timeout=60) == 0
@@ -279,16 +261,6 @@ def test_a_progress_interval_of_zero_is_a_usage_error(
     assert "--progress-interval" in capsys.readouterr().err
 
 
-def test_the_readme_example_event_has_the_fields_of_a_real_one() -> None:
-    """The README's run.progress line names exactly the fields an event carries."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    line = next(x for x in readme.splitlines() if '"event":"run.progress"' in x)
-    example = orjson.loads(line)
-    real = ProgressLog(total=1, interval_s=5, clock=_Clock()).snapshot(100.0)
-    assert list(example)[: len(real)] == list(real)
-    assert set(example) - set(real) == {"event", "level", "timestamp"}
-
-
 @pytest.mark.slow
 def test_a_worker_off_a_terminal_logs_worker_progress_events(
     redis, make_live_emulator, write_jobs
@@ -296,7 +268,7 @@ def test_a_worker_off_a_terminal_logs_worker_progress_events(
     """A queue worker writing to a log file reports done, counts and rates (no total), then a final event."""
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=20))
     jobs = write_jobs(make_specs(24))
-    assert queue_cli("enqueue", jobs, *redis_args(redis)).returncode == 0
+    assert run_cli("enqueue", jobs, *redis_args(redis)).returncode == 0
     worker = start_worker(
         redis, emulator, "--exit-when-empty", "--concurrency", "2",
         "--rate", "12", "--progress-interval", "0.3",

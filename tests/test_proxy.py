@@ -4,10 +4,7 @@ its password nowhere."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +12,21 @@ from typing import Any
 
 import pytest
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 from provisioner.emulator import Emulator
 from provisioner.errors import ConfigError
 from provisioner.proxy import ProxyConfig, bypasses, parse_proxy
-from tests.conftest import TEST_TOKEN, Tinyproxy, free_port, make_specs
-from tests.helpers import Pki, issue, records
+from tests.helpers import (
+    Pki,
+    Tinyproxy,
+    child_env,
+    eventually_sync,
+    free_port,
+    issue,
+    make_specs,
+    records,
+    spawn_cli,
+)
 
 PASSWORD = "s3cret-Proxy-pw"
 API = "https://api.example.com/api/v1/cloud"
@@ -236,21 +242,15 @@ def test_basic_auth_through_the_proxy_and_its_password_appears_nowhere(
     jobs = write_jobs(make_specs(20))
     results, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
     https_emulator.faults.update({"latency_ms": 40})  # long enough to look at ps
-    env = {
-        **os.environ,
-        "QODER_PAT": TEST_TOKEN,
-        "PROVISIONER_PROXY": f"http://svc:{PASSWORD}@127.0.0.1:{proxy.port}",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "provisioner", "run", str(jobs),
-            "--api-url", https_emulator.url, "--ca-file", pki.ca_file,
-            "--results", str(results), "--summary", str(summary),
-            "--log-format", "json", "--log-level", "debug", "--concurrency", "2",
-        ],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    env = child_env(PROVISIONER_PROXY=f"http://svc:{PASSWORD}@127.0.0.1:{proxy.port}")
+    proc = spawn_cli(
+        "run", jobs, "--api-url", https_emulator.url, "--ca-file", pki.ca_file,
+        "--results", results, "--summary", summary,
+        "--log-format", "json", "--log-level", "debug", "--concurrency", "2",
+        env=env, text=False,
     )  # fmt: skip
-    time.sleep(0.3)
+    # ps while the run works: its requests have begun to reach the API.
+    eventually_sync(lambda: https_emulator.stats()["requests"] > 0)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, check=True)  # noqa: S607 - the system's ps
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()

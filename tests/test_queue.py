@@ -2,92 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from provisioner.emulator import Emulator, FaultPlan
-from provisioner.stream import JobQueue
-from tests.conftest import TEST_TOKEN, make_specs, redis_url, wait_for_results
-
-CLI = [sys.executable, "-m", "provisioner"]
-
-
-def child_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PROVISIONER_", "REDIS_URL"))
-    }
-    env["QODER_PAT"] = TEST_TOKEN
-    return env
-
-
-def redis_args(queue: JobQueue, url: str | None = None) -> list[str]:
-    return ["--redis", url or redis_url(), "--stream", queue.stream]
-
-
-def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: PLW1510 - the exit code is checked by the tests
-        [*CLI, *map(str, args)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_worker(
-    queue: JobQueue,
-    emulator: Emulator,
-    *extra: str,
-    url: str | None = None,
-    name: str = "",
-) -> subprocess.Popen[str]:
-    args = [
-        "worker", *redis_args(queue, url), "--api-url", emulator.url, "--rate", "0",
-        "--backoff", "0", "--claim-idle", "1", "--log-format", "json", *extra,
-    ]  # fmt: skip
-    if name:
-        args += ["--consumer", name]
-    proc = subprocess.Popen(
-        [*CLI, *args],
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _STARTED.append(proc)
-    return proc
-
-
-_STARTED: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_outlives_its_test() -> Iterator[None]:
-    """A test that fails half-way does not leave its workers running."""
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err
+from provisioner.queue.streams import JobQueue
+from tests.helpers import (
+    eventually,
+    finish,
+    make_specs,
+    read_until,
+    redis_args,
+    run_cli,
+    start_worker,
+    wait_for_results,
+)
 
 
 def assert_created_once(emulator: Emulator, count: int) -> None:
@@ -100,7 +34,7 @@ def test_enqueue_refuses_an_invalid_job_and_queues_nothing(redis: JobQueue, writ
     """One invalid spec: every error is listed, exit 2, and the stream stays empty."""
     specs: list[Any] = make_specs(3)
     specs[1]["config"] = "cloud"
-    result = cli("enqueue", write_jobs(specs), *redis_args(redis))
+    result = run_cli("enqueue", write_jobs(specs), *redis_args(redis))
     assert result.returncode == 2
     assert "config: expected an object" in result.stderr
     assert "nothing was queued" in result.stderr
@@ -110,7 +44,7 @@ async def test_a_worker_creates_every_queued_spec_and_drains_the_queue(
     redis: JobQueue, live_emulator: Emulator, write_jobs
 ):
     """enqueue + one worker with --exit-when-empty: every spec created once, results complete, nothing pending."""
-    queued = cli("enqueue", write_jobs(make_specs(60)), *redis_args(redis))
+    queued = run_cli("enqueue", write_jobs(make_specs(60)), *redis_args(redis))
     assert queued.returncode == 0, queued.stderr
     assert "queued 60 specs" in queued.stdout
 
@@ -129,8 +63,8 @@ async def test_enqueueing_a_job_twice_creates_nothing_twice(
 ):
     """The second copy of each spec is recorded `exists` with the same id; the API saw one create each."""
     jobs = write_jobs(make_specs(20))
-    assert cli("enqueue", jobs, *redis_args(redis)).returncode == 0
-    assert cli("enqueue", jobs, *redis_args(redis)).returncode == 0
+    assert run_cli("enqueue", jobs, *redis_args(redis)).returncode == 0
+    assert run_cli("enqueue", jobs, *redis_args(redis)).returncode == 0
 
     code, err = finish(start_worker(redis, live_emulator, "--exit-when-empty"))
 
@@ -166,7 +100,10 @@ async def test_a_message_delivered_too_often_is_dead_lettered(
     redis: JobQueue, live_emulator: Emulator, write_jobs
 ):
     """A message that keeps coming back (its workers die) ends in the dead letters after --max-deliveries."""
-    assert cli("enqueue", write_jobs(make_specs(1)), *redis_args(redis)).returncode == 0
+    assert (
+        run_cli("enqueue", write_jobs(make_specs(1)), *redis_args(redis)).returncode
+        == 0
+    )
     await redis.ensure_group("provisioner")
     await redis.read("provisioner", "ghost-1", count=1, block_ms=100)
     await redis.claim("provisioner", "ghost-2", min_idle_ms=0, count=1)
@@ -185,9 +122,12 @@ def test_queue_status_shows_length_pending_results_and_dead_letters(
     redis: JobQueue, write_jobs
 ):
     """queue-status prints the counts as text, and as JSON with --format json."""
-    assert cli("enqueue", write_jobs(make_specs(7)), *redis_args(redis)).returncode == 0
-    text = cli("queue-status", *redis_args(redis))
-    as_json = cli("queue-status", *redis_args(redis), "--format", "json")
+    assert (
+        run_cli("enqueue", write_jobs(make_specs(7)), *redis_args(redis)).returncode
+        == 0
+    )
+    text = run_cli("queue-status", *redis_args(redis))
+    as_json = run_cli("queue-status", *redis_args(redis), "--format", "json")
     assert text.returncode == 0
     assert "waiting or in progress  7" in text.stdout
     data = orjson.loads(as_json.stdout)
@@ -212,7 +152,7 @@ async def test_a_pool_survives_a_killed_worker_and_a_late_joiner(
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=20, jitter_ms=20, seed=3))
     total = 3000
     assert (
-        cli("enqueue", write_jobs(make_specs(total)), *redis_args(redis)).returncode
+        run_cli("enqueue", write_jobs(make_specs(total)), *redis_args(redis)).returncode
         == 0
     )
     flags = ["--exit-when-empty", "--concurrency", "8"]
@@ -246,7 +186,7 @@ async def test_the_shared_rate_limit_holds_for_the_pool_and_is_reached(
     rate, total = 40, 240
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=30))
     assert (
-        cli("enqueue", write_jobs(make_specs(total)), *redis_args(redis)).returncode
+        run_cli("enqueue", write_jobs(make_specs(total)), *redis_args(redis)).returncode
         == 0
     )
     flags = ["--exit-when-empty", "--concurrency", "8", "--rate", str(rate)]
@@ -275,7 +215,8 @@ async def test_sigterm_drains_a_worker_and_leaves_nothing_half_done(
     """A worker without --exit-when-empty runs until SIGTERM, then finishes what it started: exit 0, nothing pending."""
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=50))
     assert (
-        cli("enqueue", write_jobs(make_specs(200)), *redis_args(redis)).returncode == 0
+        run_cli("enqueue", write_jobs(make_specs(200)), *redis_args(redis)).returncode
+        == 0
     )
     worker = start_worker(redis, emulator, "--concurrency", "4")
     await wait_for_results(redis, 20)
@@ -296,18 +237,16 @@ async def test_a_second_signal_leaves_unfinished_specs_pending_for_the_pool(
     """Two SIGTERMs: the worker exits 130 at once; its specs stay pending and another worker finishes them, each once."""
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=1500))
     assert (
-        cli("enqueue", write_jobs(make_specs(10)), *redis_args(redis)).returncode == 0
+        run_cli("enqueue", write_jobs(make_specs(10)), *redis_args(redis)).returncode
+        == 0
     )
     worker = start_worker(redis, emulator, "--concurrency", "4")
-    for _ in range(400):
-        if emulator.stats()["in_flight"] >= 4:
-            break
-        await asyncio.sleep(0.025)
+    await eventually(lambda: emulator.stats()["in_flight"] >= 4, interval_s=0.025)
     worker.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.2)
+    draining = read_until(worker.stderr, "run.draining")  # the first one is handled
     worker.send_signal(signal.SIGTERM)
     code, err = finish(worker)
-    assert code == 130, err
+    assert code == 130, draining + err
     assert (await redis.status("provisioner")).pending == 4
 
     # The killed worker's requests are still running on the server (their keys are

@@ -10,10 +10,7 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,21 +19,23 @@ import pytest
 import trustme
 
 from provisioner.emulator import FaultPlan
+from provisioner.queue.streams import JobQueue
 from provisioner.settings import RedisSettings
-from provisioner.stream import JobQueue
-from tests.conftest import TEST_TOKEN, make_specs, wait_for_results
+from tests.helpers import (
+    child_env,
+    eventually_sync,
+    free_port,
+    is_listening,
+    make_specs,
+    run_cli,
+    spawn_cli,
+    wait_for_results,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None and os.environ.get("CI") != "true",
     reason="redis-server is not installed (CI installs it and fails without it)",
 )
-CLI = [sys.executable, "-m", "provisioner"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:
@@ -55,12 +54,12 @@ class RedisServer:
             "--save", "", *self.options,
         ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        for _ in range(500):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.01)
-        raise AssertionError("redis-server did not start")
+        eventually_sync(
+            lambda: is_listening(self.port),
+            timeout_s=5,
+            interval_s=0.01,
+            message="redis-server did not start",
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -81,35 +80,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PROVISIONER_", "REDIS_URL"))
-    }
-    env["QODER_PAT"] = TEST_TOKEN
-    env.update(extra)
-    return env
-
-
-def cli(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: PLW1510 - the exit code is checked by the tests
-        [*CLI, *map(str, args)],
-        env=env or child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def start_worker(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CLI, "worker", *args], env=child_env(), stderr=subprocess.PIPE, text=True
-    )
-
-
 @pytest.mark.slow
 async def test_a_redis_restart_under_a_running_pool_costs_nothing(
     redis_server: RedisServer, make_live_emulator, write_jobs
@@ -118,15 +88,17 @@ async def test_a_redis_restart_under_a_running_pool_costs_nothing(
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=20))
     total = 600
     redis_args = ["--redis", redis_server.url, "--stream", "restart"]
-    assert cli("enqueue", write_jobs(make_specs(total)), *redis_args).returncode == 0
+    assert (
+        run_cli("enqueue", write_jobs(make_specs(total)), *redis_args).returncode == 0
+    )
     args = [*redis_args, "--api-url", emulator.url, "--rate", "0", "--backoff", "0",
             "--claim-idle", "2", "--exit-when-empty", "--concurrency", "8"]  # fmt: skip
-    workers = [start_worker(*args, "--consumer", f"w{i}") for i in range(2)]
+    workers = [spawn_cli("worker", *args, "--consumer", f"w{i}") for i in range(2)]
     queue = JobQueue.connect(RedisSettings(url=redis_server.url, stream="restart"))
     try:
         await wait_for_results(queue, 100)
         redis_server.stop()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the outage under test: Redis stays down for a second
         redis_server.start()
         outcomes = [w.communicate(timeout=120) for w in workers]
         assert [w.returncode for w in workers] == [0, 0], [
@@ -159,10 +131,10 @@ def test_rediss_with_a_private_ca(tmp_path: Path, write_jobs):
     try:
         url = f"rediss://localhost:{tls_port}/0"
         jobs = write_jobs(make_specs(3))
-        trusted = cli(
+        trusted = run_cli(
             "enqueue", jobs, "--redis", url, "--redis-ca-file", tmp_path / "ca.pem"
         )
-        untrusted = cli("enqueue", jobs, "--redis", url)
+        untrusted = run_cli("enqueue", jobs, "--redis", url)
     finally:
         server.stop()
     assert trusted.returncode == 0, trusted.stderr
@@ -175,14 +147,14 @@ def test_rediss_with_a_private_ca(tmp_path: Path, write_jobs):
 
 def test_a_redis_password_is_never_printed(redis_server: RedisServer, tmp_path: Path):
     """A password in the URL or in --redis-password-file appears in no output, whatever fails."""
-    in_url = cli(
+    in_url = run_cli(
         "queue-status",
         "--redis",
         f"redis://user:pw-in-url-123@127.0.0.1:{free_port()}/0",
     )
     secret_file = tmp_path / "redis-password"
     secret_file.write_text("pw-in-file-456\n")
-    from_file = cli(
+    from_file = run_cli(
         "queue-status", "--redis", redis_server.url, "--redis-password-file", secret_file,
         env=child_env(REDIS_URL="redis://ignored:pw-in-env-789@127.0.0.1:1/0"),
     )  # fmt: skip

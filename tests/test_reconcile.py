@@ -5,8 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from provisioner.client import Page
-from provisioner.reconcile import NameIndex, created_by_us, is_archived, predates
+from provisioner.api.client import Page
+from provisioner.core.lookup import (
+    EnvironmentLookup,
+    created_by_us,
+    is_archived,
+    predates,
+)
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 BODY = {"name": "a", "config": {"type": "cloud"}, "metadata": {"team": "a"}}
@@ -62,7 +67,7 @@ async def test_the_full_index_walks_every_page_once_and_keeps_the_newest_name():
         asked.append(cursor)
         return pages[cursor]
 
-    index = NameIndex(list_page)
+    index = EnvironmentLookup(list_page)
     everything = await index.all()
     assert {name: e["id"] for name, e in everything.items()} == {
         "b": env(4, "b")["id"],

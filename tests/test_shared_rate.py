@@ -4,42 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import subprocess
 from collections.abc import AsyncIterator, Awaitable
 
 import orjson
 import pytest
 
-from provisioner.adaptive import (
+from provisioner.cli.flags import build_parser, resolve_env
+from provisioner.emulator import FaultPlan
+from provisioner.pacing.adaptive import (
     AdaptiveTuning,
     PoolFeedback,
     Reservation,
     SharedAdaptiveRateLimiter,
 )
-from provisioner.emulator import FaultPlan
-from provisioner.options import build_parser, resolve_env
+from provisioner.queue.streams import JobQueue
 from provisioner.settings import RedisSettings
-from provisioner.stream import JobQueue
-from tests.conftest import make_specs, redis_url
-from tests.test_queue import CLI, child_env, cli, redis_args
+from tests.helpers import (
+    FakeTime,
+    make_specs,
+    redis_args,
+    redis_url,
+    run_cli,
+    spawn_cli,
+)
 
 #: A slow start that doubles at the next clean answer, whatever Redis's clock says.
 EAGER = AdaptiveTuning(ramp_s=1e-6)
-
-
-class FakeTime:
-    """A local clock that moves only when the limiter sleeps (no real waiting)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -154,7 +144,7 @@ async def test_the_pool_is_paced_as_one_schedule(
         await b.acquire()
     # Redis's clock moves meanwhile (tens of milliseconds on a loaded machine), the
     # slots do not: each wait is its slot less the time already gone, never more.
-    for waits, slots in ((time_b.waits, [0.05, 0.15]), (time_a.waits, [0.1])):
+    for waits, slots in ((time_b.sleeps, [0.05, 0.15]), (time_a.sleeps, [0.1])):
         assert len(waits) == len(slots)
         assert all(
             slot - 0.04 <= wait <= slot + 0.005
@@ -189,32 +179,12 @@ async def test_workers_with_the_default_rate_converge_under_a_servers_limit(
     )
     total = 120
     jobs = write_jobs(make_specs(total))
-    assert cli("enqueue", jobs, *redis_args(redis)).returncode == 0
-    workers = [
-        subprocess.Popen(  # noqa: ASYNC220 - the emulator runs on its own thread
-            [
-                *CLI,
-                "worker",
-                *redis_args(redis),
-                "--api-url",
-                emulator.url,
-                "--concurrency",
-                "8",
-                "--exit-when-empty",
-                "--claim-idle",
-                "5",
-                "--consumer",
-                f"w{n}",
-                "--log-format",
-                "json",
-            ],
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(2)
-    ]
+    assert run_cli("enqueue", jobs, *redis_args(redis)).returncode == 0
+    args = [
+        "worker", *redis_args(redis), "--api-url", emulator.url, "--concurrency", "8",
+        "--exit-when-empty", "--claim-idle", "5", "--log-format", "json",
+    ]  # fmt: skip
+    workers = [spawn_cli(*args, "--consumer", f"w{n}") for n in range(2)]
     for worker in workers:
         _, err = worker.communicate(timeout=60)
         assert worker.returncode == 0, err
@@ -225,7 +195,7 @@ async def test_workers_with_the_default_rate_converge_under_a_servers_limit(
     stats = emulator.stats()
     assert stats["by_status"].get("429", 0) / stats["requests"] < 0.2
     status = orjson.loads(
-        cli("queue-status", *redis_args(redis), "--format", "json").stdout
+        run_cli("queue-status", *redis_args(redis), "--format", "json").stdout
     )
     assert 10 < status["pool_rate_per_s"] < 80
-    assert "pool rate (adaptive)" in cli("queue-status", *redis_args(redis)).stdout
+    assert "pool rate (adaptive)" in run_cli("queue-status", *redis_args(redis)).stdout

@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from provisioner import jsonarray, sources
 from provisioner.errors import SourceError
-from provisioner.sources import InvalidSpec, JobFiles, ScanReport, Spec, scan
-from provisioner.spec import HOST_REASON, spec_key
-from tests.conftest import Write, jsonl, spec
+from provisioner.files import jsonarray, sources
+from provisioner.files.sources import JobFiles, ScanReport, scan
+from provisioner.spec import HOST_REASON, InvalidSpec, Spec, spec_key
+from tests.helpers import Write, jsonl, spec
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 MB = 1024 * 1024

@@ -13,10 +13,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from provisioner.errors import QueueError
+from provisioner.queue.streams import JobQueue, Message, QueueStatus, queue_keys
 from provisioner.redact import Secret
 from provisioner.settings import RedisSettings
-from provisioner.stream import JobQueue, Message, QueueStatus, queue_keys
-from tests.conftest import redis_url
+from tests.helpers import redis_url
 
 GROUP = "workers"
 

@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
-import re
-import shlex
-import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -23,21 +19,20 @@ import orjson
 import pytest
 
 from provisioner.emulator import Emulator
-from provisioner.options import build_parser
-from provisioner.teardown import outcome
-from tests.conftest import TEST_TOKEN, make_specs
-from tests.incli import cli
+from provisioner.lifecycle.teardown import outcome
+from tests.helpers import (
+    TEST_TOKEN,
+    cli,
+    eventually,
+    make_specs,
+    records,
+    run_cli,
+    start_cli,
+)
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
 OTHER_API = "https://other.example/api/v1/cloud"
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    lines = path.read_bytes().splitlines()
-    return [orjson.loads(line) for line in lines if line.endswith(b"}")]
 
 
 def admin(emulator: Emulator, path: str, body: dict[str, Any]) -> None:
@@ -180,23 +175,15 @@ def test_the_prompt_on_a_terminal_asks_before_sending(
     answer, code, left = case
     results = seed(live_emulator, write_jobs, tmp_path)
     primary, secondary = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     argv = ["delete", "--api-url", live_emulator.url, "--from", str(results)]
     try:
         os.write(primary, answer)
-        proc = subprocess.run(
-            [sys.executable, "-m", "provisioner", *argv],
-            stdin=secondary,
-            capture_output=True,
-            env={**env, "QODER_PAT": TEST_TOKEN},
-            timeout=30,
-            check=False,
-        )
+        proc = run_cli(*argv, stdin=secondary, timeout=30)
     finally:
         os.close(primary)
         os.close(secondary)
-    assert proc.returncode == code, proc.stderr.decode()
-    assert b"Proceed? [y/N]" in proc.stderr
+    assert proc.returncode == code, proc.stderr
+    assert "Proceed? [y/N]" in proc.stderr
     assert len(by_name(live_emulator)) == left
 
 
@@ -223,13 +210,12 @@ async def test_a_killed_delete_resumes_and_deletes_each_environment_once(
     log = tmp_path / "results.delete.jsonl"
     emulator.faults.latency_ms = 40
     proc = await start_delete(emulator, results)
-    for _ in range(2000):
-        if len(records(log)) >= 10 or proc.returncode is not None:
-            break
-        await asyncio.sleep(0.005)
+    await eventually(
+        lambda: len(records(log, partial=True)) >= 10 or proc.returncode is not None
+    )
     proc.kill()
     await proc.communicate()
-    before = len(records(log))
+    before = len(records(log, partial=True))
     assert 0 < before < total
     emulator.faults.latency_ms = 0
     emulator.reset_stats()
@@ -238,23 +224,16 @@ async def test_a_killed_delete_resumes_and_deletes_each_environment_once(
     assert proc.returncode == 0, err.decode()
     assert emulator.environments() == []
     assert emulator.stats()["requests"] == total - before
-    final = records(log)
+    final = records(log, partial=True)
     assert Counter(r["name"] for r in final) == {f"e{i}": 1 for i in range(total)}
     assert {r["status"] for r in final} == {"deleted"}
 
 
 async def start_delete(emulator: Emulator, results: Path) -> asyncio.subprocess.Process:
     """``provisioner delete --yes`` as a child process, as a user or a cron job starts it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env["QODER_PAT"] = TEST_TOKEN
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "provisioner", "delete", "--from", str(results),
-        "--api-url", emulator.url, "--yes", "--concurrency", "2", "--rate", "0",
-        "--backoff", "0",
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await start_cli(
+        "delete", "--from", results, "--api-url", emulator.url, "--yes",
+        "--concurrency", "2", "--rate", "0", "--backoff", "0",
     )  # fmt: skip
 
 
@@ -312,20 +291,3 @@ def test_an_environment_found_there_and_then_updated_needs_include_existing(
     argv = ("--from", results, "--yes", "--include-existing")
     assert cli(live_emulator, "delete", *argv) == 0
     assert by_name(live_emulator) == {}
-
-
-@pytest.mark.parametrize("command", ["archive", "delete"])
-def test_every_flag_and_readme_example_of_teardown_is_real(command):
-    """The README documents every flag of archive/delete, and its examples parse."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    parser = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
-    for action in parser._actions:
-        for flag in action.option_strings:
-            if flag.startswith("--") and flag != "--help":
-                assert f"`{flag}" in readme, flag
-    lines = re.findall(rf"^provisioner {command} .*$", readme, re.M)
-    assert len(lines) >= 2
-    for line in lines:
-        argv = shlex.split(line.split(" #", 1)[0])[1:]
-        if "RESULTS.jsonl" not in argv:
-            assert getattr(build_parser().parse_args(argv), "from") == "results.jsonl"

@@ -17,14 +17,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from provisioner.client import ApiClient, open_session
+from provisioner.api.client import ApiClient, open_session
 from provisioner.emulator import Emulator, EmulatorConfig
 from provisioner.errors import ConfigError, TransportError
+from provisioner.pacing.retry import NO_RETRY, RetryBudget, RetryPolicy, decide
 from provisioner.redact import Secret
-from provisioner.retry import NO_RETRY, RetryBudget, RetryPolicy, decide
 from provisioner.settings import ApiSettings, is_loopback_url
-from tests.conftest import TEST_TOKEN
-from tests.helpers import Pki, issue
+from tests.helpers import TEST_TOKEN, Pki, issue, no_sleep
 
 BODY = {"name": "alpha", "config": {"type": "cloud"}}
 HTTPS_READY = re.compile(
@@ -101,10 +100,6 @@ async def create_on(url: str, *, ca_file: str | None = None) -> str:
             BODY, idempotency_key="k-1"
         )
     return created.env_id
-
-
-async def no_sleep(_: float) -> None:
-    """Never wait for a backoff."""
 
 
 async def create_with_retries(url: str) -> tuple[int, BaseException]:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 from provisioner.emulator import Emulator, FaultPlan
-from tests.conftest import make_specs
-from tests.helpers import records
+from tests.helpers import make_specs, records
 
 #: 5 % 503s, 5 % resets after commit, 3 % before, 3 % held 3 s against --timeout 1.
 FIELD_MIX = FaultPlan(

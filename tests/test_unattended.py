@@ -11,60 +11,23 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from provisioner.emulator import FaultPlan
-from tests.conftest import TEST_TOKEN, make_specs
+from tests.helpers import (
+    child_env,
+    eventually_sync,
+    make_specs,
+    records,
+    run_cli,
+    spawn_cli,
+)
 
 pytestmark = pytest.mark.slow
-
-CLI = [sys.executable, "-m", "provisioner"]
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a child run: the test token, no PROVISIONER_* leftovers."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PROVISIONER_")
-        and k not in {"QODER_API_URL", "QODER_BASE_URL"}
-    }
-    env["QODER_PAT"] = TEST_TOKEN
-    env.update(extra)
-    return env
-
-
-def provisioner(
-    *args: str | Path, cwd: Path, preexec: Callable[[], None] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to the end and return what it printed and its exit code."""
-    env = child_env()
-    if preexec is not None:
-        # A child under a file-size limit could not save its coverage data either.
-        env.pop("COVERAGE_PROCESS_CONFIG", None)
-    return subprocess.run(  # noqa: PLW1510 - the exit code is what the tests check
-        [*CLI, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=preexec,
-    )
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(line)
-        for line in path.read_bytes().splitlines()
-        if line.endswith(b"}")
-    ]
 
 
 def test_a_sandbox_rehearsal_never_makes_the_real_run_skip(
@@ -72,11 +35,11 @@ def test_a_sandbox_rehearsal_never_makes_the_real_run_skip(
 ):
     """`run --sandbox` then `run` in the same folder: the real run creates every environment."""
     jobs = write_jobs(make_specs(12))
-    rehearsal = provisioner("run", jobs, "--sandbox", cwd=tmp_path)
+    rehearsal = run_cli("run", jobs, "--sandbox", cwd=tmp_path)
     assert rehearsal.returncode == 0, rehearsal.stderr
     assert (tmp_path / "results.sandbox.jsonl").exists()
 
-    real = provisioner("run", jobs, "--api-url", live_emulator.url, cwd=tmp_path)
+    real = run_cli("run", jobs, "--api-url", live_emulator.url, cwd=tmp_path)
 
     assert real.returncode == 0, real.stderr
     assert "12 created" in real.stderr
@@ -93,11 +56,11 @@ def test_records_of_another_api_are_ignored_with_a_warning(
     jobs = write_jobs(make_specs(5))
     log = tmp_path / "shared.jsonl"
     assert (
-        provisioner("run", jobs, "--sandbox", "--results", log, cwd=tmp_path).returncode
+        run_cli("run", jobs, "--sandbox", "--results", log, cwd=tmp_path).returncode
         == 0
     )
 
-    real = provisioner(
+    real = run_cli(
         "run", jobs, "--api-url", live_emulator.url, "--results", log, cwd=tmp_path
     )
 
@@ -114,15 +77,13 @@ def test_an_edited_spec_is_not_taken_as_done(live_emulator, write_jobs, tmp_path
     specs = make_specs(3)
     jobs = write_jobs(specs)
     assert (
-        provisioner(
-            "run", jobs, "--api-url", live_emulator.url, cwd=tmp_path
-        ).returncode
+        run_cli("run", jobs, "--api-url", live_emulator.url, cwd=tmp_path).returncode
         == 0
     )
     specs[1]["metadata"] = {"team": "edited"}
     write_jobs(specs)
 
-    again = provisioner("run", jobs, "--api-url", live_emulator.url, cwd=tmp_path)
+    again = run_cli("run", jobs, "--api-url", live_emulator.url, cwd=tmp_path)
 
     assert "2 skipped" in again.stderr
     log = records(tmp_path / "results.jsonl")
@@ -139,16 +100,10 @@ def test_a_second_run_on_the_same_log_exits_2_naming_the_holder(
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=400))
     jobs = write_jobs(make_specs(20))
     args = ["run", jobs, "--api-url", emulator.url, "--concurrency", "2", "--rate", "0"]
-    first = subprocess.Popen(
-        [*CLI, *map(str, args)],
-        cwd=tmp_path,
-        env=child_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = spawn_cli(*args, cwd=tmp_path, stdout=None)
     try:
         wait_for_lock(tmp_path / "results.jsonl.lock", first.pid)
-        second = provisioner(*args, cwd=tmp_path)
+        second = run_cli(*args, cwd=tmp_path)
         assert second.returncode == 2
         assert f"pid {first.pid}" in second.stderr
         assert os.uname().nodename in second.stderr
@@ -156,7 +111,7 @@ def test_a_second_run_on_the_same_log_exits_2_naming_the_holder(
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
-    again = provisioner(*args, cwd=tmp_path)
+    again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     log = records(tmp_path / "results.jsonl")
     assert sorted(r["name"] for r in log) == sorted(s["name"] for s in make_specs(20))
@@ -168,23 +123,23 @@ def test_a_killed_run_leaves_no_stale_lock(make_live_emulator, write_jobs, tmp_p
     emulator = make_live_emulator(faults=FaultPlan(latency_ms=300))
     jobs = write_jobs(make_specs(10))
     args = ["run", jobs, "--api-url", emulator.url, "--concurrency", "2", "--rate", "0"]
-    first = subprocess.Popen([*CLI, *map(str, args)], cwd=tmp_path, env=child_env())
+    first = spawn_cli(*args, cwd=tmp_path, stdout=None, stderr=None)
     wait_for_lock(tmp_path / "results.jsonl.lock", first.pid)
     first.kill()
     first.wait(30)
 
-    again = provisioner(*args, cwd=tmp_path)
+    again = run_cli(*args, cwd=tmp_path)
 
     assert again.returncode == 0, again.stderr
     assert sorted(emulator.creation_counts().values()) == [1] * 10
 
 
 def wait_for_lock(lock: Path, pid: int) -> None:
-    for _ in range(1000):
-        if lock.exists() and f'"pid":{pid}' in lock.read_text():
-            return
-        time.sleep(0.01)
-    raise AssertionError("the first run never took the lock")
+    eventually_sync(
+        lambda: lock.exists() and f'"pid":{pid}' in lock.read_text(),
+        interval_s=0.01,
+        message="the first run never took the lock",
+    )
 
 
 def limit_file_size(size: int) -> Callable[[], None]:
@@ -200,7 +155,7 @@ def test_a_full_disk_stops_the_run_cleanly(live_emulator, write_jobs, tmp_path):
     log = tmp_path / "results.jsonl"
     log.symlink_to("/dev/full")
 
-    result = provisioner(
+    result = run_cli(
         "run", jobs, "--api-url", live_emulator.url, "--results", log, cwd=tmp_path
     )
 
@@ -217,12 +172,15 @@ def test_a_file_size_limit_stops_the_run_and_the_next_run_finishes_it(
     jobs = write_jobs(make_specs(60))
     args = ["run", jobs, "--api-url", live_emulator.url, "--concurrency", "4"]
 
-    stopped = provisioner(*args, cwd=tmp_path, preexec=limit_file_size(4000))
+    env = child_env()
+    # A child under a file-size limit could not save its coverage data either.
+    env.pop("COVERAGE_PROCESS_CONFIG", None)
+    stopped = run_cli(*args, cwd=tmp_path, env=env, preexec_fn=limit_file_size(4000))
 
     assert stopped.returncode == 74, stopped.stderr
     assert "File too large" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    resumed = provisioner(*args, cwd=tmp_path)
+    resumed = run_cli(*args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     log = records(tmp_path / "results.jsonl")
     assert sorted(r["name"] for r in log) == sorted(s["name"] for s in make_specs(60))
@@ -263,7 +221,7 @@ def test_summary_may_not_overwrite_the_log_or_a_job_file(
     jobs = write_jobs(make_specs(2))
     before = jobs.read_bytes()
 
-    result = provisioner(
+    result = run_cli(
         "run", jobs, "--api-url", live_emulator.url, "--summary", target, cwd=tmp_path
     )
 
@@ -281,9 +239,9 @@ def test_specs_left_failed_by_no_retry_failed_count_as_failed(
     emulator = make_live_emulator(faults=FaultPlan(error_500=1.0))
     jobs = write_jobs(make_specs(3))
     args = ["run", jobs, "--api-url", emulator.url, "--max-attempts", "1"]
-    assert provisioner(*args, cwd=tmp_path).returncode == 1
+    assert run_cli(*args, cwd=tmp_path).returncode == 1
 
-    again = provisioner(*args, "--no-retry-failed", cwd=tmp_path)
+    again = run_cli(*args, "--no-retry-failed", cwd=tmp_path)
 
     assert again.returncode == 1
     assert "3 failed (3 left failed by an earlier run)" in again.stderr
@@ -296,9 +254,7 @@ def test_a_signal_while_reading_a_fifo_stops_at_once(tmp_path, command, sig):
     fifo = tmp_path / "jobs.jsonl"
     os.mkfifo(fifo)
     args = [command, str(fifo)] + (["--sandbox"] if command == "run" else [])
-    proc = subprocess.Popen(
-        [*CLI, *args], cwd=tmp_path, env=child_env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = spawn_cli(*args, cwd=tmp_path, stdout=None)
     wait_until_blocked_on_fifo(proc.pid)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
@@ -310,8 +266,9 @@ def test_a_signal_while_reading_a_fifo_stops_at_once(tmp_path, command, sig):
 def wait_until_blocked_on_fifo(pid: int) -> None:
     """Wait until the child sleeps in open() of a FIFO that has no writer."""
     wchan = Path(f"/proc/{pid}/wchan")
-    for _ in range(3000):
-        if wchan.read_text() in {"wait_for_partner", "fifo_open"}:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the child never blocked on the FIFO")
+    eventually_sync(
+        lambda: wchan.read_text() in {"wait_for_partner", "fifo_open"},
+        timeout_s=30,
+        interval_s=0.01,
+        message="the child never blocked on the FIFO",
+    )

@@ -19,34 +19,33 @@ import orjson
 import pytest
 from aiohttp import web
 
-from provisioner.cli import main
-from provisioner.client import ApiClient, open_session
+from provisioner.api.client import ApiClient, open_session
+from provisioner.cli.main import main
+from provisioner.core.pipeline import Pipeline
 from provisioner.emulator import Emulator, EmulatorConfig
 from provisioner.errors import ApiError, ConflictError
-from provisioner.pipeline import Pipeline
-from provisioner.ratelimit import Unlimited
+from provisioner.pacing.limiter import Unlimited
+from provisioner.pacing.retry import RetryBudget, RetryPolicy
+from provisioner.pacing.stopping import StopController
 from provisioner.redact import Secret
-from provisioner.retry import RetryBudget, RetryPolicy
 from provisioner.settings import ApiSettings
-from provisioner.sources import Spec
-from provisioner.spec import spec_key
-from provisioner.stopping import StopController
-from tests.conftest import (
+from provisioner.spec import Spec, spec_key
+from tests.helpers import (
+    CLOUD,
     TEST_TOKEN,
     Caller,
     Serve,
     Server,
     ThreadedEmulator,
+    cli,
     make_specs,
+    records,
 )
-from tests.incli import cli
-
-CLOUD = {"type": "cloud"}
 
 
-def records(path: Path) -> dict[str, dict[str, Any]]:
+def records_by_name(path: Path) -> dict[str, dict[str, Any]]:
     """Name -> record of a result log, checking that each name has one record."""
-    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    lines = records(path)
     names = Counter(r["name"] for r in lines)
     assert set(names.values()) == {1}, names
     return {r["name"]: r for r in lines}
@@ -244,7 +243,7 @@ def test_run_without_update_reports_drift_and_changes_nothing(
     results = tmp_path / "b.jsonl"
     capsys.readouterr()
     assert cli(live_emulator, "run", write_jobs(edited), "--results", results) == 0
-    log = records(results)
+    log = records_by_name(results)
     assert log["team-00000"]["drift"] == ["description"]
     assert log["team-00002"]["drift"] == ["metadata.team"]
     assert "drift" not in log["team-00001"]
@@ -282,7 +281,7 @@ def test_run_update_converges_a_drifted_job_in_place_under_faults(
         "20",
     ]
     assert cli(emulator, "run", job, *argv) == 0
-    log = records(results)
+    log = records_by_name(results)
     drifted = {f"team-{i:05d}" for i in range(24) if i % 2 == 0}
     for name, record in log.items():
         expected = (
@@ -322,7 +321,7 @@ def test_run_update_resumes_a_log_that_only_reported_drift(
     capsys.readouterr()
     assert cli(live_emulator, "run", job, "--results", results, "--update") == 0
     assert "0 created, 2 updated, 0 exists" in capsys.readouterr().err
-    log = records(results)
+    log = records_by_name(results)
     assert [log[f"team-0000{i}"]["status"] for i in range(4)] == [
         "updated",
         "exists",
@@ -351,7 +350,7 @@ def test_an_edit_reverted_and_made_again_is_applied_each_time(
         )
         (env,) = live_emulator.environments()
         assert env["description"] == ("B" if version == "b" else "")
-        status = records(results)["team-00000"]["status"]
+        status = records_by_name(results)["team-00000"]["status"]
         assert status == ("created" if step == 0 else "updated")
         assert cli(live_emulator, "plan", jobs[version], "--detailed-exitcode") == 0
 
@@ -371,7 +370,7 @@ def test_an_archived_environment_stays_exists_even_with_update(
     job = write_jobs([{**specs[0], "description": "new"}])
     capsys.readouterr()
     assert cli(live_emulator, "run", job, "--update", "--results", results) == 0
-    record = records(results)["team-00000"]
+    record = records_by_name(results)["team-00000"]
     assert (record["status"], record["id"]) == ("exists", env["id"])
     assert (record["drift"], record["archived"]) == (["description"], True)
     assert live_emulator.environments()[0]["description"] == ""

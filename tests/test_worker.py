@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import orjson
 
-from provisioner.client import ApiClient, open_session
+from provisioner.api.client import ApiClient, open_session
+from provisioner.core.pipeline import Pipeline
 from provisioner.emulator import Emulator
-from provisioner.pipeline import Pipeline
-from provisioner.ratelimit import SharedRateLimiter
+from provisioner.pacing.limiter import SharedRateLimiter
+from provisioner.pacing.retry import RetryBudget, RetryPolicy
+from provisioner.pacing.stopping import StopController
+from provisioner.queue.message import read_message
+from provisioner.queue.streams import JobQueue, Message
+from provisioner.queue.worker import Worker
 from provisioner.redact import Secret
-from provisioner.retry import RetryBudget, RetryPolicy
 from provisioner.settings import ApiSettings, WorkerSettings
 from provisioner.spec import spec_key
-from provisioner.stopping import StopController
-from provisioner.stream import JobQueue, Message
-from provisioner.worker import Worker, read_message
-from tests.conftest import TEST_TOKEN, make_specs
+from tests.helpers import TEST_TOKEN, make_specs
 
 
 def message(fields: dict[str, str], deliveries: int = 1) -> Message:

@@ -1,0 +1,387 @@
+"""The command line: argv and environment to settings, run, outcome to exit code.
+
+``provisioner run``, ``provisioner validate`` and ``provisioner emulator`` are
+here; ``plan`` is in :mod:`provisioner.cli.plan`, ``archive``/``delete`` in
+:mod:`provisioner.cli.teardown`, ``report`` in :mod:`provisioner.cli.report`,
+the queue commands in :mod:`provisioner.cli.queue`. ``run`` reads and checks the
+job files, then hands their specs to a :class:`provisioner.Provisioner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from provisioner.cli import eventloop
+from provisioner.cli.common import (
+    STOP_EXITS,
+    ExitCode,
+    api_settings,
+    metrics_settings,
+    open_meter,
+    pacing,
+    print_errors,
+    retry_policy,
+    say,
+    stdin_stream,
+    warnings_to_stderr,
+)
+from provisioner.cli.flags import (
+    SANDBOX_RESULTS,
+    UsageError,
+    build_parser,
+    check_combinations,
+    resolve_env,
+)
+from provisioner.cli.sandbox import SANDBOX_TARGET, sandbox_api, sandbox_faults
+from provisioner.core.service import Provisioner, ProvisionerConfig
+from provisioner.core.summary import Summary, describe, utcnow
+from provisioner.errors import ProvisionerError
+from provisioner.files.sources import STDIN, JobFiles, ScanReport, scan
+from provisioner.observe import log
+from provisioner.observe.progress import ProgressMode, make_progress, progress_mode
+from provisioner.pacing.choice import make_limiter
+from provisioner.pacing.retry import RetryPolicy
+from provisioner.pacing.stopping import StopController
+from provisioner.redact import Scrubber
+from provisioner.results import (
+    LogState,
+    ResultSink,
+    ResumeState,
+    prepare_resume,
+    read_log,
+    set_aside,
+)
+from provisioner.results.lock import LogLock, lock_path
+from provisioner.settings import MetricsSettings, RunSettings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``provisioner`` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:
+        from provisioner.emulator.cli import main as emulator_main  # noqa: PLC0415 - only this command needs it
+
+        return emulator_main(args_list[1:])
+    try:
+        with _terminate_raises_interrupt():
+            return _dispatch(args_list)
+    except KeyboardInterrupt:
+        print("provisioner: interrupted; nothing was left half-done", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return ExitCode.PIPE
+    except SystemExit as exc:  # argparse: --help, --version, a usage error
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+
+
+def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per command, each imported lazily
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args.jobs)
+        if args.command == "completion":
+            from provisioner.cli.completion import script  # noqa: PLC0415 - only completion needs it
+
+            print(script(args.shell), end="")
+            return ExitCode.OK
+        given = resolve_env(args, os.environ)
+        check_combinations(args, given)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "plan":
+            from provisioner.cli.plan import cmd_plan  # noqa: PLC0415 - only plan needs it
+
+            return cmd_plan(args)
+        if args.command == "report":
+            from provisioner.cli.report import cmd_report  # noqa: PLC0415 - only report needs it
+
+            return cmd_report(args)
+        if args.command in ("archive", "delete"):
+            from provisioner.cli.teardown import cmd_teardown  # noqa: PLC0415 - only teardown needs it
+
+            return cmd_teardown(args)
+        from provisioner.cli.queue import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
+
+        return COMMANDS[args.command](args)
+    except (ProvisionerError, UsageError) as exc:
+        say(f"error: {exc}")
+        return ExitCode.USAGE
+
+
+@contextlib.contextmanager
+def _terminate_raises_interrupt() -> Iterator[None]:
+    """SIGTERM stops the reading and checking phases as SIGINT does (the run has its own handlers)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not complain."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _cmd_validate(paths: Sequence[str]) -> int:
+    with JobFiles(paths, stdin=stdin_stream()) as files:
+        report = scan(files)
+    print_errors(report.errors)
+    invalid = report.total - report.valid
+    if invalid:
+        print(
+            f"provisioner: {invalid} of {report.total} specs are invalid ({len(report.errors)} errors)",
+            file=sys.stderr,
+        )
+        return ExitCode.USAGE
+    print(f"ok: {report.total} specs are valid")
+    return ExitCode.OK
+
+
+def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
+    with warnings_to_stderr():
+        settings = RunSettings(
+            concurrency=int(args.concurrency),
+            **pacing(args),
+            results_path=args.results
+            or (SANDBOX_RESULTS if args.sandbox else _default_results()),
+            summary_path=args.summary,
+            on_conflict=args.on_conflict,
+            skip_invalid=bool(args.skip_invalid),
+            resume=bool(args.resume),
+            retry_failed=bool(args.retry_failed),
+            grace_s=float(args.grace),
+            progress_interval_s=float(args.progress_interval),
+        )
+        policy = retry_policy(args)
+    return settings, policy
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings, policy = _run_settings(args)
+    api = api_settings(args)
+    config = ProvisionerConfig(
+        api=api,
+        policy=policy,
+        concurrency=settings.concurrency,
+        on_conflict=settings.on_conflict,
+        update=bool(args.update),
+        target=SANDBOX_TARGET if args.sandbox else None,
+    )
+    faults = sandbox_faults(args.sandbox_faults) if args.sandbox else None
+    log.configure(
+        fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
+    )
+    plan = _Plan(
+        config=config,
+        settings=settings,
+        scrub=Scrubber([api.token.reveal()]),
+        progress=progress_mode(
+            enabled=not args.no_progress, stream=sys.stderr, log_format=args.log_format
+        ),
+        metrics=metrics_settings(args),
+        sandbox=faults,
+    )
+    _check_summary_path(settings, args.jobs)
+    with _log_lock(settings), JobFiles(args.jobs, stdin=stdin_stream()) as files:
+        logged = _read_log(settings, config.target_name)
+        report = scan(files, keys_for=logged.last)
+        if report.errors and not settings.skip_invalid:
+            print_errors(report.errors)
+            print(
+                f"provisioner: {report.total - report.valid} of {report.total} specs are invalid; nothing was sent (--skip-invalid runs the valid ones)",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
+        resume = _prepare_log(settings, logged, report, config)
+        _warn_foreign(resume, settings, config.target_name, plan.scrub)
+        summary = eventloop.run(_run(plan, files, report, resume))
+    _report(summary, plan, report)
+    return _exit_code(summary)
+
+
+def _default_results() -> str:
+    return RunSettings().results_path
+
+
+def _check_summary_path(settings: RunSettings, jobs: Sequence[str]) -> None:
+    """``--summary`` must not overwrite the result log, its lock or a job file."""
+    if not settings.summary_path:
+        return
+    guarded = {"the result log": settings.results_path}
+    if not settings.is_stdout_results:
+        guarded["the result log's lock"] = lock_path(settings.results_path)
+    guarded.update({f"job file {job}": job for job in jobs if job != STDIN})
+    for what, path in guarded.items():
+        if path != "-" and _same_file(settings.summary_path, path):
+            raise UsageError(
+                f"--summary {settings.summary_path} would overwrite {what}"
+            )
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _log_lock(settings: RunSettings) -> contextlib.AbstractContextManager[object]:
+    if settings.is_stdout_results:
+        return contextlib.nullcontext()
+    return LogLock(settings.results_path, command="provisioner run")
+
+
+def _read_log(settings: RunSettings, target: str) -> LogState:
+    """What the result log already says (nothing for stdout or ``--no-resume``)."""
+    if settings.is_stdout_results or not settings.resume:
+        return LogState()
+    return read_log(settings.results_path, target=target)
+
+
+def _prepare_log(
+    settings: RunSettings,
+    logged: LogState,
+    report: ScanReport,
+    config: ProvisionerConfig,
+) -> ResumeState:
+    if settings.is_stdout_results:
+        return ResumeState(done={})
+    if not settings.resume:
+        aside = set_aside(settings.results_path, now=utcnow())
+        if aside:
+            print(f"provisioner: earlier result log moved to {aside}", file=sys.stderr)
+        return ResumeState(done={})
+    return prepare_resume(
+        settings.results_path,
+        logged,
+        target=config.target_name,
+        input_names=report.found,
+        input_keys=report.keys,
+        retry_failed=settings.retry_failed,
+        redo_drifted=config.update,
+    )
+
+
+def _warn_foreign(
+    resume: ResumeState, settings: RunSettings, target: str, scrub: Scrubber
+) -> None:
+    for other, count in resume.foreign.items():
+        say(
+            f"warning: {settings.results_path} holds {count} records made against {other}; "
+            f"ignored for this run against {target}",
+            scrub,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything ``run`` decided from argv and the environment."""
+
+    config: ProvisionerConfig
+    settings: RunSettings
+    scrub: Scrubber
+    progress: ProgressMode
+    metrics: MetricsSettings | None = None
+    sandbox: dict[str, Any] | None = None
+
+
+async def _run(
+    plan: _Plan, files: JobFiles, report: ScanReport, resume: ResumeState
+) -> Summary:
+    settings = plan.settings
+    stop = StopController(grace_s=settings.grace_s)
+    limiter = make_limiter(settings.rate_per_s, adaptive=settings.adaptive_rate)
+    async with (
+        sandbox_api(plan.config.api, faults=plan.sandbox) as api,
+        open_meter(plan.metrics, limiter=limiter) as meter,
+        Provisioner.from_config(
+            replace(plan.config, api=api),
+            limiter=limiter,
+            stop=stop,
+            meter=meter,
+            replay_is_ours=resume.log_existed,
+        ) as service,
+    ):
+        sink = ResultSink.open(settings.results_path, scrub=plan.scrub)
+        skipped = len(report.found & resume.done.keys())
+        bar = make_progress(
+            plan.progress,
+            total=report.total - skipped,
+            stream=sys.stderr,
+            interval_s=settings.progress_interval_s,
+            retries=lambda: service.pipeline.counts.retries,
+        )
+        try:
+            with bar, eventloop.signals_stop(stop):
+                return await service.run_specs(
+                    files, sink=sink, resume=resume, on_result=bar.advance
+                )
+        finally:
+            sink.close()
+
+
+def _report(summary: Summary, plan: _Plan, report: ScanReport) -> None:
+    settings = plan.settings
+    resumable = not settings.is_stdout_results
+    for line in describe(summary, total=report.total, resumable=resumable):
+        say(line, plan.scrub)
+    if resumable:
+        say(f"results in {settings.results_path}", plan.scrub)
+    if settings.summary_path:
+        _write_summary(summary, plan, report)
+
+
+def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
+    settings = plan.settings
+    data = {
+        **summary.to_dict(),
+        "stopped_by": plan.scrub(summary.stopped_by or "") or None,
+        "total": report.total,
+        "not_started": report.total - summary.settled - summary.interrupted,
+        "results": settings.results_path,
+        "target": plan.config.target_name,
+        "exit_code": int(_exit_code(summary)),
+    }
+    try:
+        Path(settings.summary_path or "").write_bytes(
+            orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+        )
+    except OSError as exc:
+        # The run is done and its log is complete: say so, do not crash.
+        say(
+            f"warning: cannot write summary {settings.summary_path}: {exc.strerror}",
+            plan.scrub,
+        )
+
+
+def _exit_code(summary: Summary) -> ExitCode:
+    if summary.stop is not None:
+        return STOP_EXITS[summary.stop.kind]
+    if summary.failed:
+        return ExitCode.FAILED
+    if summary.invalid:
+        return ExitCode.USAGE
+    return ExitCode.OK
+
+
+__all__ = ["ExitCode", "build_parser", "main"]

@@ -1,0 +1,297 @@
+"""The queue commands: ``enqueue``, ``worker`` and ``queue-status``.
+
+Each turns its parsed flags into settings, runs its part of the queue mode and
+maps the outcome to an exit code, as ``cli/main.py`` does for ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import orjson
+
+from provisioner.cli import eventloop
+from provisioner.cli.common import (
+    ExitCode,
+    api_settings,
+    metrics_settings,
+    open_meter,
+    pacing,
+    print_errors,
+    retry_policy,
+    say,
+    stdin_stream,
+    warnings_to_stderr,
+)
+from provisioner.core.pipeline import Pipeline
+from provisioner.core.service import Provisioner, ProvisionerConfig
+from provisioner.core.summary import Summary, describe
+from provisioner.files.sources import JobFiles, scan
+from provisioner.observe import log
+from provisioner.observe.progress import ProgressLog, progress_mode
+from provisioner.pacing.choice import make_pool_limiter
+from provisioner.pacing.stopping import StopController, StopKind
+from provisioner.queue.message import message_fields
+from provisioner.queue.streams import JobQueue, QueueStatus
+from provisioner.queue.worker import Worker
+from provisioner.redact import Scrubber
+from provisioner.results import ResultSink
+from provisioner.results.lock import LogLock
+from provisioner.settings import MetricsSettings, RedisSettings, WorkerSettings
+from provisioner.spec import Spec
+
+
+def redis_settings(args: argparse.Namespace) -> RedisSettings:
+    """The queue the flags name."""
+    names: dict[str, str] = {"stream": args.stream}
+    if getattr(args, "group", None):
+        names["group"] = args.group
+    names["consumer"] = getattr(args, "consumer", None) or default_consumer()
+    return RedisSettings.from_env(
+        os.environ,
+        url=args.redis,
+        password_file=args.redis_password_file,
+        ca_file=args.redis_ca_file,
+        **names,
+    )
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: host and PID."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# A one-shot command gives up on an unreachable Redis after a few seconds; a
+# worker (a long-running service) waits it out.
+ONE_SHOT_RETRIES = 2
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    settings: RedisSettings, *, retries: int = ONE_SHOT_RETRIES
+) -> AsyncIterator[JobQueue]:
+    queue = JobQueue.connect(settings, retries=retries)
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+# --- enqueue ------------------------------------------------------------------
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Validate exactly as ``run`` does, then queue every spec; nothing is queued if one is invalid."""
+    settings = redis_settings(args)
+    log.configure(fmt=args.log_format, level=args.log_level)
+    with JobFiles(args.jobs, stdin=stdin_stream()) as files:
+        report = scan(files)
+        if report.errors:
+            print_errors(report.errors)
+            say(
+                f"{report.total - report.valid} of {report.total} specs are invalid; nothing was queued"
+            )
+            return ExitCode.USAGE
+        count = eventloop.run(_enqueue(settings, files))
+    print(f"queued {count} specs on stream {settings.stream} ({settings.shown_url})")
+    return ExitCode.OK
+
+
+async def _enqueue(settings: RedisSettings, files: JobFiles) -> int:
+    async with _connected(settings) as queue:
+        entries = (message_fields(item) for item in files if isinstance(item, Spec))
+        return await queue.add(entries)
+
+
+# --- worker -------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join the stream's group and provision what it holds, until stopped or drained."""
+    redis = redis_settings(args)
+    api = api_settings(args)
+    with warnings_to_stderr():
+        settings = WorkerSettings(
+            concurrency=int(args.concurrency),
+            **pacing(args),
+            claim_idle_s=float(args.claim_idle),
+            max_deliveries=int(args.max_deliveries),
+            exit_when_empty=bool(args.exit_when_empty),
+            grace_s=float(args.grace),
+            results_path=args.results,
+            progress_interval_s=float(args.progress_interval),
+        )
+        config = ProvisionerConfig(
+            api=api,
+            policy=retry_policy(args),
+            concurrency=settings.concurrency,
+            on_conflict=args.on_conflict,
+        )
+    log.configure(
+        fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
+    )
+    scrub = Scrubber([api.token.reveal()])
+    with _local_log(settings.results_path):
+        worker_summary, dead = eventloop.run(
+            _work(
+                config,
+                redis,
+                settings,
+                scrub,
+                metrics_settings(args),
+                events=progress_mode(
+                    enabled=True, stream=sys.stderr, log_format=args.log_format
+                )
+                == "events",
+            )
+        )
+    for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
+        say(f"worker {redis.consumer}: {line}", scrub)
+    if dead:
+        say(f"worker {redis.consumer}: {dead} messages dead-lettered", scrub)
+    return _worker_exit(worker_summary, dead)
+
+
+@contextlib.contextmanager
+def _local_log(path: str | None) -> Iterator[None]:
+    """Lock the worker's own result log, if it keeps one in a file."""
+    if path is None or path == "-":
+        yield
+        return
+    with LogLock(path, command="provisioner worker"):
+        yield
+
+
+async def _work(
+    config: ProvisionerConfig,
+    redis: RedisSettings,
+    settings: WorkerSettings,
+    scrub: Scrubber,
+    metrics: MetricsSettings | None = None,
+    *,
+    events: bool = False,
+) -> tuple[Summary, int]:
+    stop = StopController(grace_s=settings.grace_s)
+    async with _connected(redis, retries=8) as queue:
+        limiter = make_pool_limiter(
+            queue,
+            settings.rate_per_s,
+            adaptive=settings.adaptive_rate,
+            is_stopping=lambda: stop.is_stopping,
+        )
+        async with (
+            open_meter(
+                metrics, limiter=limiter, queue=queue, group=redis.group
+            ) as meter,
+            Provisioner.from_config(
+                config, limiter=limiter, stop=stop, meter=meter, replay_is_ours=True
+            ) as service,
+        ):
+            pipeline = service.pipeline
+            sink = None
+            if settings.results_path is not None:
+                sink = ResultSink.open(settings.results_path, scrub=scrub)
+            progress = _progress(settings, pipeline, events=events)
+            worker = Worker(
+                queue=queue,
+                pipeline=pipeline,
+                stop=stop,
+                settings=settings,
+                group=redis.group,
+                consumer=redis.consumer,
+                target=config.target_name,
+                scrub=scrub,
+                sink=sink,
+                meter=meter,
+                on_settled=None if progress is None else progress.count,
+            )
+            try:
+                with eventloop.signals_stop(stop), progress or contextlib.nullcontext():
+                    summary = await worker.run()
+            finally:
+                if sink is not None:
+                    sink.close()
+            return summary, worker.dead_letters
+
+
+def _progress(
+    settings: WorkerSettings, pipeline: Pipeline, *, events: bool
+) -> ProgressLog | None:
+    """Off a terminal, a ``worker.progress`` event every few seconds (a queue has no total)."""
+    if not events:
+        return None
+    return ProgressLog(
+        total=None,
+        interval_s=settings.progress_interval_s,
+        retries=lambda: pipeline.counts.retries,
+        event="worker.progress",
+    )
+
+
+def _worker_exit(summary: Summary, dead: int) -> int:
+    stop = summary.stop
+    if stop is not None and stop.kind is StopKind.INTERRUPTED and summary.interrupted:
+        return ExitCode.INTERRUPTED
+    if stop is not None and stop.kind is StopKind.LOG_WRITE:
+        return ExitCode.LOG_WRITE
+    if (
+        summary.failed
+        or dead
+        or (stop is not None and stop.kind is not StopKind.INTERRUPTED)
+    ):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+# --- queue-status ---------------------------------------------------------------
+
+
+def cmd_queue_status(args: argparse.Namespace) -> int:
+    """Print the stream's length, pending messages per consumer, results and dead letters."""
+    settings = redis_settings(args)
+    status = eventloop.run(_status(settings))
+    if args.format == "json":
+        print(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        sys.stdout.write(render_status(status, settings))
+    return ExitCode.OK
+
+
+async def _status(settings: RedisSettings) -> QueueStatus:
+    async with _connected(settings) as queue:
+        return await queue.status(settings.group)
+
+
+def render_status(status: QueueStatus, settings: RedisSettings) -> str:
+    """The status as a few aligned lines for a terminal."""
+    lines = [
+        f"stream {status.stream} on {settings.shown_url}, group {settings.group}",
+        f"  waiting or in progress  {status.length}",
+        f"  pending (delivered, not acknowledged)  {status.pending}",
+    ]
+    lines += [
+        f"    {c.name}  pending {c.pending}  idle {c.idle_s:.1f} s"
+        for c in status.consumers
+    ]
+    lines += [
+        f"  settled specs  {status.settled}",
+        f"  results  {status.results}",
+        f"  dead letters  {status.dead_letters}",
+    ]
+    if status.pool_rate_per_s is not None:
+        lines.append(f"  pool rate (adaptive)  {status.pool_rate_per_s:g}/s")
+    return "\n".join(lines) + "\n"
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "enqueue": cmd_enqueue,
+    "worker": cmd_worker,
+    "queue-status": cmd_queue_status,
+}
+
+__all__ = ["COMMANDS", "default_consumer", "redis_settings", "render_status"]

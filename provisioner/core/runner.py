@@ -1,0 +1,147 @@
+"""The file driver: specs from job files through the pipeline into the result log.
+
+``concurrency`` workers pull from one iterator of specs, so memory stays flat
+however many there are. Every spec ends in exactly one of: a record in the sink,
+a skip (already settled by an earlier run against the same API), or an
+interruption (no record, so a later run picks it up). The runner knows nothing of
+files, Redis or terminals: it takes any iterable of specs and a sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+
+import anyio
+import structlog
+
+from provisioner.core.outcome import invalid_result
+from provisioner.core.pipeline import Pipeline
+from provisioner.core.summary import Summary, utcnow
+from provisioner.errors import ResultLogError
+from provisioner.observe.meter import NO_METER, Meter
+from provisioner.pacing.stopping import (
+    StopController,
+    StopKind,
+    StopReason,
+    run_workers,
+)
+from provisioner.results import Result, ResultSink, ResumeState
+from provisioner.spec import InvalidSpec, Spec
+
+log = structlog.get_logger("provisioner.runner")
+
+
+class Runner:
+    """Runs every spec of a job through the pipeline and records each outcome.
+
+    Args:
+        pipeline: provisions one spec.
+        stop: the run's stop controller (shared with the pipeline).
+        sink: where records go.
+        concurrency: specs in progress at most.
+        target: what records name as their API.
+        resume: what an earlier run against this API already settled.
+        on_result: called with each record after it is written (progress display).
+        meter: counts each record by status (``--metrics-port``).
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        stop: StopController,
+        sink: ResultSink,
+        concurrency: int,
+        target: str | None = None,
+        resume: ResumeState | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        meter: Meter = NO_METER,
+    ) -> None:
+        self._meter = meter
+        self._pipeline = pipeline
+        self._stop = stop
+        self._sink = sink
+        self._concurrency = concurrency
+        self._target = target
+        self._resume = resume or ResumeState(done={})
+        self._on_result = on_result
+        self._items: Iterator[Spec | InvalidSpec] = iter(())
+        self.summary = Summary()
+
+    async def run(self, items: Iterable[Spec | InvalidSpec]) -> Summary:
+        """Process every item (or until stopped) and return the summary."""
+        self._items = iter(items)
+        start = anyio.current_time()
+        try:
+            await run_workers(self._stop, self._concurrency, self._worker)
+        finally:
+            self._sink.sync()
+            self.summary.wall_s = anyio.current_time() - start
+            self.summary.requests = self._pipeline.counts.requests
+            self.summary.retries = self._pipeline.counts.retries
+            self.summary.stop = self._stop.reason
+        return self.summary
+
+    def _take(self) -> Spec | InvalidSpec | None:
+        if self._stop.is_stopping:
+            return None
+        return next(self._items, None)
+
+    async def _worker(self) -> None:
+        while (item := self._take()) is not None:
+            if isinstance(item, InvalidSpec):
+                result = invalid_result(item, target=self._target, now=utcnow())
+                reason = result.error.message if result.error else ""
+                log.warning(
+                    "spec.rejected", name=item.name, source=item.location, reason=reason
+                )
+                self._record(result)
+            elif (earlier := self._resume.status_of(item.name)) is not None:
+                self._count_earlier(earlier)
+            else:
+                await self._provision(item)
+
+    async def _provision(self, spec: Spec) -> None:
+        try:
+            result = await self._pipeline.provision(spec)
+        except anyio.get_cancelled_exc_class():
+            self.summary.interrupted += 1
+            raise
+        if result is None:
+            self.summary.interrupted += 1
+            return
+        if self._resume.was_created_here(result):
+            result = replace(result, created_earlier=True)
+        self._record(result)
+
+    def _count_earlier(self, status: str) -> None:
+        """A spec an earlier run settled: skipped, or still failed (not retried)."""
+        if status == "failed":
+            self.summary.failed += 1
+            self.summary.failed_before += 1
+        else:
+            self.summary.skipped += 1
+
+    def _record(self, result: Result) -> None:
+        try:
+            self._sink.write(result)
+        except ResultLogError as exc:
+            self.summary.interrupted += 1
+            self._stop.stop(stop_reason_for(exc))
+            return
+        self.summary.record(result)
+        self._meter.recorded(result.status)
+        if self._on_result is not None:
+            self._on_result(result)
+
+
+def stop_reason_for(exc: ResultLogError) -> StopReason:
+    """A record that cannot be stored stops the run as a signal would."""
+    if isinstance(exc.__cause__, BrokenPipeError):
+        return StopReason(StopKind.PIPE, "the reader of the results went away")
+    log.error("results.write_failed", error=str(exc))
+    return StopReason(StopKind.LOG_WRITE, str(exc))
+
+
+__all__ = ["Runner", "stop_reason_for"]

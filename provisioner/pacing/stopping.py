@@ -1,0 +1,130 @@
+"""How a run (or a worker) stops: drain first, then a grace period, then cancel.
+
+:class:`StopController` is shared by a driver and the pipeline it drives. The
+first stop (a signal, a 401, a result log that cannot be written) drains: no new
+spec starts, no new attempt is sent, backoff waits wake at once, and requests in
+flight may finish for ``grace_s`` seconds. A second signal, or the end of the
+grace period, cancels what is still in flight (those specs get no record, so a
+later run redoes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import anyio
+import structlog
+
+log = structlog.get_logger("provisioner.stopping")
+
+
+class StopKind(Enum):
+    """Why a run stopped before its input was done (each has its exit code)."""
+
+    INTERRUPTED = "interrupted"  # SIGINT or SIGTERM
+    AUTH = "auth"  # a 401 or 403: every further request would fail too
+    TLS = "tls"  # the server's certificate is not trusted: so would every request be
+    LOG_WRITE = "log_write"  # the result log could not be written
+    PIPE = "pipe"  # the reader of ``--results -`` went away
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """A stop's kind and the sentence that explains it."""
+
+    kind: StopKind
+    text: str
+
+
+class StopController:
+    """Drain, grace period and cancellation for one run.
+
+    Args:
+        grace_s: how long requests in flight may finish once stopping.
+    """
+
+    def __init__(self, *, grace_s: float) -> None:
+        self._grace_s = grace_s
+        self._stopped = asyncio.Event()
+        self._scopes: list[anyio.CancelScope] = []
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._is_interrupted = False
+        self.reason: StopReason | None = None
+
+    @property
+    def is_stopping(self) -> bool:
+        """Whether the run drains: no new spec or attempt may start."""
+        return self.reason is not None
+
+    def stop(self, reason: StopReason) -> None:
+        """Drain: take nothing new; requests in flight may finish for ``grace_s``."""
+        if self.reason is not None:
+            return
+        self.reason = reason
+        self._stopped.set()
+        log.info("run.draining", reason=reason.text, grace_s=self._grace_s)
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self._grace_s, self.abort)
+
+    def interrupt(self) -> None:
+        """A signal: the first drains, a second cancels what is in flight."""
+        if self._is_interrupted:
+            self.abort()
+            return
+        self._is_interrupted = True
+        self.stop(StopReason(StopKind.INTERRUPTED, "interrupted"))
+
+    def abort(self) -> None:
+        """Cancel the work in flight now."""
+        self.stop(StopReason(StopKind.INTERRUPTED, "interrupted"))
+        for scope in self._scopes:
+            scope.cancel()
+
+    def cancels(self, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` on :meth:`abort` (the driver's task group)."""
+        self._scopes.append(scope)
+
+    def close(self) -> None:
+        """Forget the grace timer (the run is over)."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+
+    async def sleep(
+        self, seconds: float, *, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        """``sleep(seconds)``, cut short when stopping starts."""
+        if self.is_stopping:
+            return
+        async with anyio.create_task_group() as group:
+
+            async def wake_on_stop() -> None:
+                await self._stopped.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(wake_on_stop)
+            await sleep(seconds)
+            group.cancel_scope.cancel()
+
+
+async def run_workers(
+    stop: StopController, count: int, worker: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """``count`` copies of ``worker`` at once, cancelled by ``stop``; ``stop`` is closed after.
+
+    The pool of a file driver (``run``, ``archive``, ``delete``): each worker pulls
+    its next item the moment it is done with one, so nothing waits in batches.
+    """
+    try:
+        async with anyio.create_task_group() as group:
+            stop.cancels(group.cancel_scope)
+            for _ in range(count):
+                group.start_soon(worker)
+    finally:
+        stop.close()
+
+
+__all__ = ["StopController", "StopKind", "StopReason", "run_workers"]

@@ -1,0 +1,527 @@
+"""The queue mode's Redis Streams adapter: the only module that knows Redis.
+
+Key layout of a queue named ``<stream>`` (see :func:`queue_keys`)::
+
+    provisioner:{<stream>}:specs     stream of queued specs, read by a consumer group;
+                                     settled entries are acknowledged and deleted
+    provisioner:{<stream>}:results   stream of result records, one field ``record``
+    provisioner:{<stream>}:dead      stream of dead letters: the message's fields plus
+                                     message_id, reason, deliveries, dead_at
+    provisioner:{<stream>}:outcomes  hash spec_key -> the settled success record (JSON)
+    provisioner:{<stream>}:rate      the shared rate limiter's state (a GCRA time, in µs)
+    provisioner:{<stream>}:pace      hash: the pool's adaptive rate (``--rate auto``), its
+                                     CUBIC state and recent answers (see adaptive.py)
+
+Every key shares the hash tag ``{<stream>}``, so each Lua script touches a
+single slot (Redis Cluster). Redis exceptions never leave this module: they
+become :class:`~provisioner.errors.QueueError`, whose message shows the URL
+with its password masked. The client must speak RESP2 (redis-py's default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
+
+from provisioner.errors import QueueError
+from provisioner.pacing.adaptive import (
+    ANSWERED_GAPS,
+    AdaptiveTuning,
+    PoolFeedback,
+    Reservation,
+)
+from provisioner.queue.scripts import (
+    ADAPT_LUA,
+    DEAD_LETTER_LUA,
+    RESERVE_LUA,
+    SETTLE_LUA,
+)
+from provisioner.redact import MASK, without_password
+from provisioner.results.record import rfc3339
+from provisioner.settings import RedisSettings
+
+T = TypeVar("T")
+KEY_PREFIX = "provisioner"
+KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
+#: A pool's learnt rate is forgotten after this long without a reservation.
+PACE_TTL_S = 600
+# ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts.
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# Subclasses of ConnectionError that waiting will not fix.
+_REFUSALS = (AuthenticationError, AuthorizationError)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One queued spec as delivered to a consumer.
+
+    Attributes:
+        id: the stream entry id (``<ms>-<seq>``).
+        fields: the entry's fields, decoded: ``spec`` (the JSON body), ``key``,
+            ``source``, ``name``, ``enqueued_at``.
+        deliveries: how often the entry was delivered: 1 on first delivery,
+            Redis's delivery counter for a claimed one.
+    """
+
+    id: str
+    fields: dict[str, str]
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """One consumer of the group: messages it holds, seconds since it was seen."""
+
+    name: str
+    pending: int
+    idle_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """A snapshot of one queue.
+
+    Attributes:
+        stream: the queue's name.
+        length: entries in the specs stream (queued or in flight).
+        pending: entries delivered to the group and not yet settled.
+        consumers: the group's consumers.
+        results: entries in the results stream.
+        dead_letters: entries in the dead-letter stream.
+        settled: spec keys in the outcomes hash (settled successes).
+        pool_rate_per_s: the pool's adaptive rate (``--rate auto``), if one is learnt.
+    """
+
+    stream: str
+    length: int
+    pending: int
+    consumers: tuple[ConsumerInfo, ...]
+    results: int
+    dead_letters: int
+    settled: int
+    pool_rate_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-ready data."""
+        return {**asdict(self), "consumers": [asdict(c) for c in self.consumers]}
+
+
+def queue_keys(stream: str) -> dict[str, str]:
+    """The Redis keys of the queue ``stream``, by role (see the module docstring)."""
+    return {name: f"{KEY_PREFIX}:{{{stream}}}:{name}" for name in KEY_NAMES}
+
+
+class JobQueue:
+    """The queue ``stream`` on one redis-py client; every method may raise QueueError.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` with ``decode_responses=False``.
+        stream: the queue's name (the hash tag of its keys).
+        shown_url: how messages name the server; by default its host, port and db.
+    """
+
+    def __init__(
+        self, client: redis.asyncio.Redis, *, stream: str, shown_url: str | None = None
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._keys = queue_keys(stream)
+        pool_kwargs = client.connection_pool.connection_kwargs
+        self._shown_url = shown_url or _describe(pool_kwargs)
+        password = pool_kwargs.get("password")
+        self._secrets = (password,) if isinstance(password, str) and password else ()
+        self._cursors: dict[str, str] = {}
+        self._settle = client.register_script(SETTLE_LUA)
+        self._dead_letter = client.register_script(DEAD_LETTER_LUA)
+        self._reserve = client.register_script(RESERVE_LUA)
+        self._adapt = client.register_script(ADAPT_LUA)
+
+    @classmethod
+    def connect(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
+        """A queue on a new client for ``settings`` (no I/O until the first call).
+
+        ``rediss://`` uses TLS, verified against ``settings.ca_file`` when given,
+        else the system's CAs (``SSL_CERT_FILE`` works). A password in ``settings.password`` wins over one
+        in the URL. A command that meets a connection error or timeout is tried
+        again up to ``retries`` times, waiting 0.2 s doubling to 5 s between.
+        """
+        url, password = settings.url, settings.password
+        options: dict[str, Any] = {}
+        if settings.ca_file is not None and url.lower().startswith("rediss://"):
+            options["ssl_ca_certs"] = settings.ca_file
+        if password is not None:
+            # redis-py lets a password in the URL override the keyword.
+            url, options["password"] = without_password(url), password.reveal()
+        try:
+            client = redis.asyncio.Redis.from_url(
+                url,
+                decode_responses=False,
+                health_check_interval=10,
+                socket_connect_timeout=5,
+                socket_timeout=30,
+                retry=Retry(ExponentialBackoff(cap=5, base=0.1), retries=retries),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                **options,
+            )
+        except ValueError as exc:
+            raise QueueError(
+                f"Redis URL {settings.shown_url} is malformed", is_connection=False
+            ) from exc
+        return cls(client, stream=settings.stream, shown_url=settings.shown_url)
+
+    @property
+    def stream(self) -> str:
+        """The queue's name."""
+        return self._stream
+
+    async def close(self) -> None:
+        """Close the client and its connections."""
+        with self._errors("close the connection"):
+            await self._client.aclose()
+
+    async def ping(self) -> None:
+        """Check that Redis answers (and accepts the credentials)."""
+        with self._errors("ping"):
+            await self._client.ping()
+
+    async def add(
+        self, entries: Iterable[Mapping[str, str]], *, batch: int = 500
+    ) -> int:
+        """Append ``entries`` to the specs stream, ``batch`` per round trip; return the count."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        added, pending = 0, iter(entries)
+        with self._errors("add specs to the queue"):
+            while chunk := list(islice(pending, batch)):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for entry in chunk:
+                        fields: dict[FieldT, EncodableT] = dict(entry.items())
+                        pipe.xadd(self._keys["specs"], fields)
+                    await pipe.execute()
+                added += len(chunk)
+        return added
+
+    async def ensure_group(self, group: str) -> None:
+        """Create ``group`` on the specs stream (and the stream) unless it exists."""
+        with self._errors(f"create the consumer group {group}"):
+            try:
+                await self._client.xgroup_create(
+                    self._keys["specs"], group, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    async def read(
+        self, group: str, consumer: str, *, count: int, block_ms: int
+    ) -> list[Message]:
+        """Up to ``count`` new messages for ``consumer``, waiting up to ``block_ms`` ms.
+
+        ``block_ms=0`` returns at once (unlike Redis's ``BLOCK 0``); keep it below
+        the client's socket timeout (30 s from :meth:`connect`). A vanished group
+        (Redis restarted without persistence) is created again and ``[]`` returned.
+        """
+        with self._errors("read from the queue"):
+            reply = await self._in_group(
+                group,
+                self._client.xreadgroup(
+                    group,
+                    consumer,
+                    {self._keys["specs"]: ">"},
+                    count=count,
+                    block=block_ms or None,
+                ),
+            )
+        return [
+            Message(_text(mid), _fields(fields), 1)
+            for mid, fields in _entries(reply)
+            if fields is not None
+        ]
+
+    async def claim(
+        self, group: str, consumer: str, *, min_idle_ms: int, count: int
+    ) -> list[Message]:
+        """Take over up to ``count`` messages idle for ``min_idle_ms`` ms or more.
+
+        Successive calls walk the pending list (the cursor stays on this object,
+        per group, and starts over when Redis reports the end). ``deliveries`` is
+        Redis's delivery count. Entries deleted meanwhile are acknowledged and skipped.
+        """
+        specs = self._keys["specs"]
+        with self._errors("claim stalled messages"):
+            reply = await self._in_group(
+                group,
+                self._client.xautoclaim(
+                    specs, group, consumer, min_idle_ms,
+                    self._cursors.get(group, "0-0"), count=count,
+                ),
+            )  # fmt: skip
+            if reply is None:
+                return []
+            cursor, claimed, *rest = reply
+            self._cursors[group] = _text(cursor)
+            gone = [*(rest[0] if rest else []), *(m for m, f in claimed if f is None)]
+            if gone:
+                await self._client.xack(specs, group, *gone)
+            live = {_text(mid): _fields(f) for mid, f in claimed if f is not None}
+            counts = await self._deliveries(group, list(live))
+        return [
+            Message(mid, f, counts[mid]) for mid, f in live.items() if mid in counts
+        ]
+
+    async def _in_group(self, group: str, command: Awaitable[T]) -> T | None:
+        """``command``'s reply; ``None`` after creating ``group`` again if it vanished."""
+        try:
+            return await command
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+        await self.ensure_group(group)
+        return None
+
+    async def _deliveries(self, group: str, ids: list[str]) -> dict[str, int]:
+        """Delivery counts of the pending ``ids`` (an id settled meanwhile is absent)."""
+        if not ids:
+            return {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.xpending_range(self._keys["specs"], group, mid, mid, 1)
+            replies: list[list[dict[str, Any]]] = await pipe.execute()
+        return {
+            _text(row["message_id"]): int(row["times_delivered"])
+            for rows in replies
+            for row in rows
+        }
+
+    async def outcome(self, spec_key: str) -> dict[str, Any] | None:
+        """The settled success record of ``spec_key``, or ``None``."""
+        with self._errors("read an outcome"):
+            raw = await self._client.hget(self._keys["outcomes"], spec_key)
+        if raw is None:
+            return None
+        record: dict[str, Any] = orjson.loads(raw)
+        return record
+
+    async def settle(
+        self,
+        message_id: str,
+        group: str,
+        *,
+        spec_key: str,
+        record: bytes,
+        exists_record: bytes | None,
+    ) -> bytes | None:
+        """Publish a message's result and remove the message, in one atomic step.
+
+        For a success (``exists_record`` given) the record becomes the spec key's
+        outcome, unless another delivery of the same spec settled first: then
+        ``exists_record`` is published instead, so a spec is never ``created``
+        twice. A failure (``exists_record=None``) leaves the outcomes alone.
+        Returns the record published, or ``None`` when the message had been
+        settled already (a retry of this call whose reply was lost, or another
+        worker that took the message over): nothing is published twice.
+        """
+        is_success = exists_record is not None
+        args: list[EncodableT] = [group, message_id, spec_key, record]
+        args += [int(is_success), exists_record or b""]
+        with self._errors("settle a message"):
+            written = await self._settle(
+                keys=[self._keys[k] for k in ("specs", "results", "outcomes")],
+                args=args,
+            )
+        return None if written is None else bytes(written)
+
+    async def dead_letter(
+        self,
+        message_id: str,
+        group: str,
+        *,
+        fields: Mapping[str, str],
+        reason: str,
+        deliveries: int,
+    ) -> None:
+        """Move a message to the dead-letter stream with ``reason``, atomically."""
+        letter = {
+            **fields,
+            "message_id": message_id,
+            "reason": reason,
+            "deliveries": str(deliveries),
+            "dead_at": rfc3339(datetime.now(UTC)),
+        }
+        pairs: list[EncodableT] = [item for pair in letter.items() for item in pair]
+        with self._errors("dead-letter a message"):
+            await self._dead_letter(
+                keys=[self._keys["specs"], self._keys["dead"]],
+                args=[group, message_id, *pairs],
+            )
+
+    async def reserve(self, *, rate_per_s: float, burst: int = 1) -> float:
+        """Reserve the next send slot of the queue's shared rate; return the wait in s.
+
+        Every caller on the stream shares one schedule (GCRA on Redis's clock):
+        after sleeping the returned seconds, callers together send at most
+        ``rate_per_s`` per second, evenly spaced, plus ``burst`` after an idle spell.
+        """
+        if rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        interval_us = 1_000_000 / rate_per_s
+        with self._errors("reserve a send slot"):
+            wait_us = await self._reserve(
+                keys=[self._keys["rate"]], args=[repr(interval_us), str(burst)]
+            )
+        return int(wait_us) / 1_000_000
+
+    async def reserve_adaptive(
+        self, heard: PoolFeedback, *, tuning: AdaptiveTuning
+    ) -> Reservation:
+        """Tell the pool's adaptive rate what was heard, then reserve a slot at that rate.
+
+        One atomic step on Redis's clock (``ADAPT_LUA``): the answers of the
+        pool's current epoch move its rate (:func:`provisioner.pacing.adaptive.step`),
+        then the next slot of the pool's schedule is reserved at the new rate.
+        """
+        t = tuning
+        args: list[EncodableT] = [
+            *(repr(float(value)) for value in (
+                t.start_rate_per_s, t.min_rate_per_s, t.max_rate_per_s, t.beta,
+                t.scale, t.ramp_s, t.tolerance, t.window_s,
+            )),
+            ANSWERED_GAPS, PACE_TTL_S * 1000, heard.epoch, heard.clean, heard.throttled,
+        ]  # fmt: skip
+        with self._errors("reserve a send slot"):
+            wait_us, epoch, rate = await self._adapt(
+                keys=[self._keys["rate"], self._keys["pace"]], args=args
+            )
+        return Reservation(
+            wait_s=int(wait_us) / 1_000_000, epoch=int(epoch), rate_per_s=float(rate)
+        )
+
+    async def is_drained(self, group: str) -> bool:
+        """Whether nothing is left: no entry in the specs stream, none pending."""
+        status = await self.status(group)
+        return status.length == 0 and status.pending == 0
+
+    async def status(self, group: str) -> QueueStatus:
+        """Lengths, pending messages and consumers; a missing stream or group counts 0."""
+        keys = self._keys
+        with self._errors("read the queue status"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xlen(keys["specs"])
+                pipe.xpending(keys["specs"], group)
+                pipe.xinfo_consumers(keys["specs"], group)
+                pipe.xlen(keys["results"])
+                pipe.xlen(keys["dead"])
+                pipe.hlen(keys["outcomes"])
+                pipe.hget(keys["pace"], "rate")
+                replies = await pipe.execute(raise_on_error=False)
+            length, summary, consumers, results, dead, settled, rate = (
+                _missing_as(reply, None) for reply in replies
+            )
+        return QueueStatus(
+            stream=self._stream,
+            length=int(length),
+            pending=int(summary["pending"]) if summary else 0,
+            consumers=tuple(
+                ConsumerInfo(_text(c["name"]), int(c["pending"]), int(c["idle"]) / 1000)
+                for c in consumers or ()
+            ),
+            results=int(results),
+            dead_letters=int(dead),
+            settled=int(settled),
+            pool_rate_per_s=None if rate is None else round(float(rate), 1),
+        )
+
+    async def results(self, *, count: int = 10_000) -> list[dict[str, Any]]:
+        """The first ``count`` records of the results stream, decoded."""
+        with self._errors("read the results"):
+            entries = await self._client.xrange(self._keys["results"], count=count)
+        return [
+            orjson.loads(fields[b"record"])
+            for _, fields in entries or ()
+            if fields and b"record" in fields
+        ]
+
+    async def dead_letters(self, *, count: int = 10_000) -> list[dict[str, str]]:
+        """The first ``count`` dead letters, their fields decoded."""
+        with self._errors("read the dead letters"):
+            entries = await self._client.xrange(self._keys["dead"], count=count)
+        return [_fields(fields) for _, fields in entries or () if fields is not None]
+
+    async def delete_all(self) -> None:
+        """Delete every key of this queue (and nothing else)."""
+        with self._errors("delete the queue"):
+            await self._client.delete(*self._keys.values())
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate redis-py and socket errors raised inside into QueueError."""
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            detail = str(exc) or type(exc).__name__
+            for secret in self._secrets:
+                detail = detail.replace(secret, MASK)
+            is_connection = isinstance(exc, _CONNECTION_ERRORS) and not isinstance(
+                exc, _REFUSALS
+            )
+            raise QueueError(
+                f"Redis at {self._shown_url}: cannot {action}: {detail}",
+                is_connection=is_connection,
+            ) from exc
+
+
+def _is_nogroup(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
+def _missing_as(reply: Any, default: Any) -> Any:
+    """A pipeline reply, ``default`` for a missing stream or group; errors raise."""
+    if isinstance(reply, ResponseError) and (
+        _is_nogroup(reply) or str(reply).startswith("no such key")
+    ):
+        return default
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def _entries(reply: Any) -> list[Any]:
+    """The entries of an XREADGROUP reply (RESP2: ``[[stream, entries], ...]``)."""
+    return [entry for _, entries in reply or () for entry in entries]
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _fields(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(name): _text(value) for name, value in fields.items()}
+
+
+def _describe(kwargs: Mapping[str, Any]) -> str:
+    """Where a client points, from its pool's keywords: never the password."""
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
