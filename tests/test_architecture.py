@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import grimp
 
 import provisioner
-from tests.helpers import TEST_TOKEN
+from tests.helpers import child_env
 
 PACKAGE = Path(provisioner.__file__).parent
 MAX_TOP_LEVEL_MODULES = 8
@@ -66,12 +65,11 @@ def test_a_plain_run_imports_neither_prometheus_nor_the_health_server(
         " if m in sys.modules]\n"
         "print(code, loaded)\n"
     )
-    env = {**os.environ, "QODER_PAT": TEST_TOKEN}
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
-        env=env,
+        env=child_env(),
     )
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +10,7 @@ import pytest
 
 import provisioner
 from provisioner.emulator import Emulator
-from tests.helpers import TEST_TOKEN
+from tests.helpers import TEST_TOKEN, child_env, records
 
 PUBLIC = [
     "ApiError",
@@ -64,9 +62,9 @@ async def test_run_creates_every_body_and_counts_each_status(
         summary = await p.run(bodies, results=str(results))
     assert summary.counts["created"] == 5
     assert sum(summary.counts.values()) == 5
-    records = [json.loads(line) for line in results.read_text().splitlines()]
-    assert sorted(r["name"] for r in records) == [f"api-{i}" for i in range(5)]
-    assert all(r["status"] == "created" and r["id"] for r in records)
+    log = records(results)
+    assert sorted(r["name"] for r in log) == [f"api-{i}" for i in range(5)]
+    assert all(r["status"] == "created" and r["id"] for r in log)
     assert sorted(emulator.creation_counts().values()) == [1] * 5
 
 
@@ -146,11 +144,7 @@ def test_the_manuals_example_runs_as_written(live_emulator, tmp_path: Path):
     example = page.split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "example.py"
     script.write_text(example)
-    env = {
-        **os.environ,
-        "QODER_PAT": TEST_TOKEN,
-        "QODER_API_URL": live_emulator.url,
-    }
+    env = child_env(QODER_API_URL=live_emulator.url)
     done = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,

@@ -44,7 +44,7 @@ def worker_limiter(
     queue: JobQueue, tuning: AdaptiveTuning = EAGER
 ) -> SharedAdaptiveRateLimiter:
     def reserve(heard: PoolFeedback) -> Awaitable[Reservation]:
-        return queue.reserve_adaptive(heard, tuning=tuning)
+        return queue.pace().reserve_adaptive(heard, tuning=tuning)
 
     time = FakeTime()
     return SharedAdaptiveRateLimiter(reserve, clock=time, sleep=time.sleep, spin_s=0)
@@ -132,7 +132,7 @@ async def test_the_pool_is_paced_as_one_schedule(
 
     def limiter(queue: JobQueue, time: FakeTime) -> SharedAdaptiveRateLimiter:
         return SharedAdaptiveRateLimiter(
-            lambda heard: queue.reserve_adaptive(heard, tuning=slow),
+            lambda heard: queue.pace().reserve_adaptive(heard, tuning=slow),
             clock=time,
             sleep=time.sleep,
             spin_s=0,

@@ -220,7 +220,7 @@ async def test_reserve_spaces_concurrent_callers_at_the_shared_rate(
         return seconds * 1_000_000 + micros
 
     async def reserve_ten() -> list[float]:
-        return [await redis.reserve(rate_per_s=100) for _ in range(10)]
+        return [await redis.pace().reserve(rate_per_s=100) for _ in range(10)]
 
     before = await redis_now_us()
     waits = [
@@ -243,7 +243,7 @@ async def test_reserve_spaces_concurrent_callers_at_the_shared_rate(
 
 async def test_reserve_lets_a_burst_through_then_waits(redis: JobQueue) -> None:
     """With a burst of 5, five calls go at once and the sixth waits for its slot."""
-    waits = [await redis.reserve(rate_per_s=1, burst=5) for _ in range(6)]
+    waits = [await redis.pace().reserve(rate_per_s=1, burst=5) for _ in range(6)]
 
     assert waits[:5] == [0, 0, 0, 0, 0]
     assert 0 < waits[5] <= 1
@@ -252,7 +252,7 @@ async def test_reserve_lets_a_burst_through_then_waits(redis: JobQueue) -> None:
 async def test_reserve_refuses_an_impossible_rate(redis: JobQueue) -> None:
     """A rate of zero cannot be scheduled and is refused before any call."""
     with pytest.raises(ValueError, match="rate_per_s"):
-        await redis.reserve(rate_per_s=0)
+        await redis.pace().reserve(rate_per_s=0)
 
 
 async def test_empty_queue_is_drained_with_a_zero_status(redis: JobQueue) -> None:

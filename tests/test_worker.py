@@ -71,7 +71,7 @@ async def test_a_worker_drains_its_queue_through_the_shared_limiter(
             client=ApiClient(session, settings=api),
             policy=fast_policy,
             budget=RetryBudget(),
-            limiter=SharedRateLimiter(lambda: redis.reserve(rate_per_s=200)),
+            limiter=SharedRateLimiter(lambda: redis.pace().reserve(rate_per_s=200)),
             stop=stop,
             target=emulator.url,
             replay_is_ours=True,

@@ -179,7 +179,7 @@ async def _work(
     stop = StopController(grace_s=settings.grace_s)
     async with _connected(redis, retries=8) as queue:
         limiter = make_pool_limiter(
-            queue,
+            queue.pace(),
             settings.rate_per_s,
             adaptive=settings.adaptive_rate,
             is_stopping=lambda: stop.is_stopping,

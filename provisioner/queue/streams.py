@@ -1,4 +1,4 @@
-"""The queue mode's Redis Streams adapter: the only module that knows Redis.
+"""The queue mode's Redis Streams adapter: with :mod:`~provisioner.queue.pace`, all that knows Redis.
 
 Key layout of a queue named ``<stream>`` (see :func:`queue_keys`)::
 
@@ -42,18 +42,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from provisioner.errors import QueueError
-from provisioner.pacing.adaptive import (
-    ANSWERED_GAPS,
-    AdaptiveTuning,
-    PoolFeedback,
-    Reservation,
-)
-from provisioner.queue.scripts import (
-    ADAPT_LUA,
-    DEAD_LETTER_LUA,
-    RESERVE_LUA,
-    SETTLE_LUA,
-)
+from provisioner.queue.pace import PoolPace
+from provisioner.queue.scripts import DEAD_LETTER_LUA, SETTLE_LUA
 from provisioner.redact import MASK, without_password
 from provisioner.results.record import rfc3339
 from provisioner.settings import RedisSettings
@@ -61,8 +51,6 @@ from provisioner.settings import RedisSettings
 T = TypeVar("T")
 KEY_PREFIX = "provisioner"
 KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
-#: A pool's learnt rate is forgotten after this long without a reservation.
-PACE_TTL_S = 600
 # ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts.
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 # Subclasses of ConnectionError that waiting will not fix.
@@ -151,8 +139,6 @@ class JobQueue:
         self._cursors: dict[str, str] = {}
         self._settle = client.register_script(SETTLE_LUA)
         self._dead_letter = client.register_script(DEAD_LETTER_LUA)
-        self._reserve = client.register_script(RESERVE_LUA)
-        self._adapt = client.register_script(ADAPT_LUA)
 
     @classmethod
     def connect(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
@@ -373,48 +359,9 @@ class JobQueue:
                 args=[group, message_id, *pairs],
             )
 
-    async def reserve(self, *, rate_per_s: float, burst: int = 1) -> float:
-        """Reserve the next send slot of the queue's shared rate; return the wait in s.
-
-        Every caller on the stream shares one schedule (GCRA on Redis's clock):
-        after sleeping the returned seconds, callers together send at most
-        ``rate_per_s`` per second, evenly spaced, plus ``burst`` after an idle spell.
-        """
-        if rate_per_s <= 0:
-            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
-        if burst < 1:
-            raise ValueError(f"burst must be at least 1, got {burst}")
-        interval_us = 1_000_000 / rate_per_s
-        with self._errors("reserve a send slot"):
-            wait_us = await self._reserve(
-                keys=[self._keys["rate"]], args=[repr(interval_us), str(burst)]
-            )
-        return int(wait_us) / 1_000_000
-
-    async def reserve_adaptive(
-        self, heard: PoolFeedback, *, tuning: AdaptiveTuning
-    ) -> Reservation:
-        """Tell the pool's adaptive rate what was heard, then reserve a slot at that rate.
-
-        One atomic step on Redis's clock (``ADAPT_LUA``): the answers of the
-        pool's current epoch move its rate (:func:`provisioner.pacing.adaptive.step`),
-        then the next slot of the pool's schedule is reserved at the new rate.
-        """
-        t = tuning
-        args: list[EncodableT] = [
-            *(repr(float(value)) for value in (
-                t.start_rate_per_s, t.min_rate_per_s, t.max_rate_per_s, t.beta,
-                t.scale, t.ramp_s, t.tolerance, t.window_s,
-            )),
-            ANSWERED_GAPS, PACE_TTL_S * 1000, heard.epoch, heard.clean, heard.throttled,
-        ]  # fmt: skip
-        with self._errors("reserve a send slot"):
-            wait_us, epoch, rate = await self._adapt(
-                keys=[self._keys["rate"], self._keys["pace"]], args=args
-            )
-        return Reservation(
-            wait_s=int(wait_us) / 1_000_000, epoch=int(epoch), rate_per_s=float(rate)
-        )
+    def pace(self) -> PoolPace:
+        """The worker pool's shared pace on this queue's client (``--rate``)."""
+        return PoolPace(self._client, keys=self._keys, errors=self._errors)
 
     async def is_drained(self, group: str) -> bool:
         """Whether nothing is left: no entry in the specs stream, none pending."""
