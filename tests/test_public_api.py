@@ -79,6 +79,7 @@ async def test_a_second_run_of_the_same_log_resumes(emulator: Emulator, tmp_path
         summary = await p.run(bodies, results=results)
     assert summary.counts["skipped"] == 2
     assert summary.counts["created"] == 1
+    assert summary.requests == 1
     assert sorted(emulator.creation_counts().values()) == [1] * 3
 
 

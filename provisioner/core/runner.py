@@ -73,13 +73,16 @@ class Runner:
         """Process every item (or until stopped) and return the summary."""
         self._items = iter(items)
         start = anyio.current_time()
+        # A pipeline may serve several runs (the library's): count this run's only.
+        counts = self._pipeline.counts
+        requests_before, retries_before = counts.requests, counts.retries
         try:
             await run_workers(self._stop, self._concurrency, self._worker)
         finally:
             self._sink.sync()
             self.summary.wall_s = anyio.current_time() - start
-            self.summary.requests = self._pipeline.counts.requests
-            self.summary.retries = self._pipeline.counts.retries
+            self.summary.requests = counts.requests - requests_before
+            self.summary.retries = counts.retries - retries_before
             self.summary.stop = self._stop.reason
         return self.summary
 

@@ -1,1 +1,1 @@
-"""files."""
+"""Job files: JSONL, JSON arrays and YAML with shared defaults, read as streams into located specs."""

@@ -1,1 +1,1 @@
-"""observe."""
+"""What a run tells the outside: the meter protocol, Prometheus metrics, health endpoints, progress, logging."""

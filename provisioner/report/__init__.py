@@ -1,1 +1,1 @@
-"""report."""
+"""Result logs summarised: figures (flat memory) and the self-contained HTML page."""
