@@ -30,6 +30,7 @@ PAGE_OF = {
     "enqueue": "commands/queue.md",
     "worker": "commands/queue.md",
     "queue-status": "commands/queue.md",
+    "dead-letters": "commands/queue.md",
     "completion": "commands/completion.md",
     "report": "commands/report.md",
     "emulator": "emulator.md",

@@ -45,6 +45,7 @@ class ExitCode(IntEnum):
     PIPE = 141  # the reader of --results - went away (128 + SIGPIPE, as Unix tools)
 
 
+_YES = frozenset({"y", "yes"})
 #: The exit code of each way a run can stop early (``run``, ``archive``, ``delete``).
 STOP_EXITS = {
     StopKind.INTERRUPTED: ExitCode.INTERRUPTED,
@@ -58,6 +59,31 @@ STOP_EXITS = {
 def say(text: str, scrub: Scrubber = Scrubber()) -> None:  # noqa: B008 - immutable
     """One line on stderr, secrets masked and control characters made visible."""
     print(f"provisioner: {printable(scrub(text))}", file=sys.stderr)
+
+
+def confirm(
+    what: str, *, yes: bool, cancelled: str, announce: str | None = None
+) -> int | None:
+    """Ask ``Proceed? [y/N]`` on a terminal: ``None`` to go ahead, else the exit code.
+
+    With ``yes`` nothing is asked. Without a terminal the answer cannot be given, so
+    it is a usage error naming ``--yes``; a "no" exits 1 after saying ``cancelled``.
+    ``announce`` is said first, on a terminal only.
+    """
+    if yes:
+        return None
+    stdin = sys.stdin
+    if stdin is None or not stdin.isatty():
+        say(f"error: {what} asks for confirmation and there is no terminal: pass --yes")
+        return ExitCode.USAGE
+    if announce:
+        say(announce)
+    sys.stderr.write("Proceed? [y/N] ")
+    sys.stderr.flush()
+    if stdin.readline().strip().lower() in _YES:
+        return None
+    say(cancelled)
+    return ExitCode.FAILED
 
 
 def stdin_stream() -> BinaryIO | None:

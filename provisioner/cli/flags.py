@@ -38,6 +38,7 @@ SANDBOX_RESULTS = "results.sandbox.jsonl"
 AUTO_RATE = "auto"
 MAX_PORT = 65535
 COMPLETION_SHELLS = ("bash", "zsh")
+DEAD_LETTER_ACTIONS = ("list", "show", "replay", "purge")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _UNKNOWN = "unrecognized arguments: "
@@ -255,6 +256,8 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--from", _path, None, "the result log of the run whose environments to tear down (required)", "RESULTS"),
     Flag("--include-existing", None, False, "also act on environments the run found already there (exists, updated), not only those it created"),
     Flag("--yes", None, False, "do not ask for confirmation (needed without a terminal)"),
+    Flag("--reason", _name, None, "only the dead letters whose reason contains this text, any case (default: all)", "TEXT"),
+    Flag("--limit", _number(int, 1), None, "at most this many dead letters, oldest first (default: all)", "N"),
     Flag("--metrics-port", _port, None, "serve Prometheus /metrics, /healthz and /readyz on this port; 0 picks a free one (default: off)", "PORT"),
     Flag("--metrics-host", _name, _default(MetricsSettings, "host"), "the address --metrics-port listens on (default %(default)s, every interface)", "HOST"),
     Flag("--html", _path, None, "also write a self-contained HTML report with charts to this file", "PATH"),
@@ -285,6 +288,7 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
                "--exit-when-empty", "--results", *_API, "--metrics-port", "--metrics-host",
                "--progress-interval"),
     "queue-status": (*_REDIS, "--group", "--format"),
+    "dead-letters": (*_REDIS, "--reason", "--limit", "--format", "--yes"),
     "report": ("--format", "--html"),
     "archive": _TEARDOWN,
     "delete": _TEARDOWN,
@@ -436,6 +440,32 @@ def _add_report(sub: Any) -> None:
         _add_flag(parser, "report", FLAGS[name])
 
 
+def _add_dead_letters(sub: Any) -> None:
+    parser = sub.add_parser(
+        "dead-letters",
+        help="list, show, replay or purge a queue's dead letters",
+        description="list: the dead letters (oldest first); show ID: one, with its spec; "
+        "replay [ID ...]: check each spec again and queue it again with its original key "
+        "(nothing is created twice), an invalid one stays dead; purge [ID ...]: delete them. "
+        "Without IDs replay and purge act on every dead letter --reason and --limit select, "
+        "and ask Proceed? [y/N] on a terminal (--yes otherwise).",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "action",
+        choices=DEAD_LETTER_ACTIONS,
+        help="list, show, replay or purge",
+    )
+    parser.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="dead-letter entry ids (<ms>-<seq>, as list shows them); show takes one",
+    )
+    for name in COMMAND_FLAGS["dead-letters"]:
+        _add_flag(parser, "dead-letters", FLAGS[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``provisioner`` argument parser."""
     parser = _Parser(
@@ -488,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         summary="show a queue: waiting, pending per worker, results, dead letters",
         description="Show the stream's length, pending messages per consumer, results and dead letters.",
     )  # fmt: skip
+    _add_dead_letters(sub)
     completion = sub.add_parser(
         "completion",
         help="print a shell completion script (bash or zsh)",

@@ -3,7 +3,8 @@
 ``provisioner run``, ``provisioner validate`` and ``provisioner emulator`` are
 here; ``plan`` is in :mod:`provisioner.cli.plan`, ``archive``/``delete`` in
 :mod:`provisioner.cli.teardown`, ``report`` in :mod:`provisioner.cli.report`,
-the queue commands in :mod:`provisioner.cli.queue`. ``run`` reads and checks the
+the queue commands in :mod:`provisioner.cli.queue` (``dead-letters`` in
+:mod:`provisioner.cli.deadletters`). ``run`` reads and checks the
 job files, then hands their specs to a :class:`provisioner.Provisioner`.
 """
 
@@ -111,6 +112,10 @@ def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per co
             from provisioner.cli.teardown import cmd_teardown  # noqa: PLC0415 - only teardown needs it
 
             return cmd_teardown(args)
+        if args.command == "dead-letters":
+            from provisioner.cli.deadletters import cmd_dead_letters  # noqa: PLC0415 - only dead-letters needs it
+
+            return cmd_dead_letters(args)
         from provisioner.cli.queue import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
 
         return COMMANDS[args.command](args)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 
 from provisioner.cli import eventloop
@@ -19,6 +18,7 @@ from provisioner.cli.common import (
     STOP_EXITS,
     ExitCode,
     api_settings,
+    confirm,
     pacing,
     retry_policy,
     say,
@@ -43,8 +43,6 @@ from provisioner.redact import Scrubber
 from provisioner.results import ResultSink, is_regular_log
 from provisioner.results.lock import LogLock
 from provisioner.settings import ApiSettings
-
-_YES = frozenset({"y", "yes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +83,11 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         _announce(job, selection, todo=todo, done=len(done))
         if todo == 0:
             return ExitCode.OK
-        refused = _confirm(job.action, yes=bool(args.yes))
+        refused = confirm(
+            job.action,
+            yes=bool(args.yes),
+            cancelled=f"{job.action} cancelled; nothing was sent",
+        )
         if refused is not None:
             return refused
         counts = eventloop.run(_run(job, selection, done))
@@ -140,24 +142,6 @@ def _announce(job: _Job, selection: Selection, *, todo: int, done: int) -> None:
             f"{selection.left_out} environments the run found already there "
             "(exists, updated) are left alone; --include-existing adds them"
         )
-
-
-def _confirm(action: Action, *, yes: bool) -> int | None:
-    """``None`` to go ahead, else the exit code (nothing has been sent)."""
-    if yes:
-        return None
-    stdin = sys.stdin
-    if stdin is None or not stdin.isatty():
-        say(
-            f"error: {action} asks for confirmation and there is no terminal: pass --yes"
-        )
-        return ExitCode.USAGE
-    sys.stderr.write("Proceed? [y/N] ")
-    sys.stderr.flush()
-    if stdin.readline().strip().lower() in _YES:
-        return None
-    say(f"{action} cancelled; nothing was sent")
-    return ExitCode.FAILED
 
 
 async def _run(job: _Job, selection: Selection, done: set[str]) -> TeardownCounts:

@@ -129,3 +129,14 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_slot), 'PX',
   math.ceil((next_slot - now_us) / 1000) + 1000)
 return {math.floor(slot - now_us), s.epoch, string.format('%.17g', s.rate)}
 """
+
+# KEYS: specs, dead.
+# ARGV: the dead letter's entry id, then the original message's field/value pairs.
+# Returns the new entry's id, or nil (and writes nothing) when the dead letter is
+# gone already (another replay or a purge took it): a letter is replayed once.
+REPLAY_LUA = """
+if #redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[2], ARGV[1])
+return id
+"""

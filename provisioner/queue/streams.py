@@ -21,7 +21,7 @@ with its password masked. The client must speak RESP2 (redis-py's default).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -43,7 +43,7 @@ from redis.typing import EncodableT, FieldT
 
 from provisioner.errors import QueueError
 from provisioner.queue.pace import PoolPace
-from provisioner.queue.scripts import DEAD_LETTER_LUA, SETTLE_LUA
+from provisioner.queue.scripts import DEAD_LETTER_LUA, REPLAY_LUA, SETTLE_LUA
 from provisioner.redact import MASK, without_password
 from provisioner.results.record import rfc3339
 from provisioner.settings import RedisSettings
@@ -51,6 +51,8 @@ from provisioner.settings import RedisSettings
 T = TypeVar("T")
 KEY_PREFIX = "provisioner"
 KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
+#: The fields a dead letter adds to the message's own.
+LETTER_FIELDS = ("message_id", "reason", "deliveries", "dead_at")
 # ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts.
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 # Subclasses of ConnectionError that waiting will not fix.
@@ -112,6 +114,35 @@ class QueueStatus:
         return {**asdict(self), "consumers": [asdict(c) for c in self.consumers]}
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of the dead-letter stream.
+
+    Attributes:
+        id: the dead letter's own entry id (``<ms>-<seq>``).
+        fields: the original message's fields, exactly as it was queued.
+        message_id: the message's entry id in the specs stream.
+        reason: why it was dead-lettered.
+        deliveries: how often it had been delivered.
+        dead_at: when, RFC 3339.
+    """
+
+    id: str
+    fields: dict[str, str]
+    message_id: str
+    reason: str
+    deliveries: int
+    dead_at: str
+
+    def matches(self, reason: str | None) -> bool:
+        """Whether its reason contains ``reason``, any case (``None`` matches all)."""
+        return reason is None or reason.casefold() in self.reason.casefold()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dead letter as plain JSON-ready data."""
+        return asdict(self)
+
+
 def queue_keys(stream: str) -> dict[str, str]:
     """The Redis keys of the queue ``stream``, by role (see the module docstring)."""
     return {name: f"{KEY_PREFIX}:{{{stream}}}:{name}" for name in KEY_NAMES}
@@ -139,6 +170,7 @@ class JobQueue:
         self._cursors: dict[str, str] = {}
         self._settle = client.register_script(SETTLE_LUA)
         self._dead_letter = client.register_script(DEAD_LETTER_LUA)
+        self._replay = client.register_script(REPLAY_LUA)
 
     @classmethod
     def connect(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
@@ -419,6 +451,58 @@ class JobQueue:
         with self._errors("delete the queue"):
             await self._client.delete(*self._keys.values())
 
+    async def find_dead_letters(
+        self, *, reason: str | None = None, limit: int | None = None, page: int = 500
+    ) -> list[DeadLetter]:
+        """Dead letters oldest first: those whose reason contains ``reason`` (any
+        case), at most ``limit``; read ``page`` entries per round trip."""
+        found: list[DeadLetter] = []
+        start = "-"
+        with self._errors("read the dead letters"):
+            while limit is None or len(found) < limit:
+                entries: list[Any] = (
+                    await self._client.xrange(self._keys["dead"], min=start, count=page)
+                    or []
+                )
+                found += [d for d in map(_letter, entries) if d.matches(reason)]
+                if len(entries) < page:
+                    break
+                start = "(" + _text(entries[-1][0])
+        return found[:limit]
+
+    async def find_dead_letter(self, entry_id: str) -> DeadLetter | None:
+        """The dead letter whose entry id is ``entry_id``, or ``None``."""
+        with self._errors("read a dead letter"):
+            entries = await self._client.xrange(
+                self._keys["dead"], min=entry_id, max=entry_id, count=1
+            )
+        return _letter(entries[0]) if entries else None
+
+    async def replay_dead_letter(self, letter: DeadLetter) -> str | None:
+        """Queue ``letter``'s original fields (its key too) again and remove the letter.
+
+        One atomic step: the new entry id, or ``None`` (nothing written) when the
+        letter is gone already (replayed or purged meanwhile).
+        """
+        pairs: list[EncodableT] = [i for pair in letter.fields.items() for i in pair]
+        if not pairs:
+            raise ValueError(f"dead letter {letter.id} has no fields to queue")
+        with self._errors("replay a dead letter"):
+            new_id = await self._replay(
+                keys=[self._keys["specs"], self._keys["dead"]],
+                args=[letter.id, *pairs],
+            )
+        return None if new_id is None else _text(new_id)
+
+    async def purge_dead_letters(self, entry_ids: Sequence[str]) -> int:
+        """Delete the dead letters ``entry_ids``; return how many there were."""
+        deleted = 0
+        with self._errors("purge dead letters"):
+            for start in range(0, len(entry_ids), 500):
+                chunk = entry_ids[start : start + 500]
+                deleted += int(await self._client.xdel(self._keys["dead"], *chunk))
+        return deleted
+
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         """Translate redis-py and socket errors raised inside into QueueError."""
@@ -465,6 +549,22 @@ def _text(value: bytes | str | int) -> str:
 
 def _fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(name): _text(value) for name, value in fields.items()}
+
+
+def _letter(entry: Any) -> DeadLetter:
+    """A dead letter from an XRANGE entry: its own fields apart from the message's."""
+    entry_id, raw = entry
+    fields = _fields(raw or {})
+    meta = {name: fields.pop(name, "") for name in LETTER_FIELDS}
+    deliveries = meta["deliveries"]
+    return DeadLetter(
+        id=_text(entry_id),
+        fields=fields,
+        message_id=meta["message_id"],
+        reason=meta["reason"],
+        deliveries=int(deliveries) if deliveries.isdigit() else 0,
+        dead_at=meta["dead_at"],
+    )
 
 
 def _describe(kwargs: Mapping[str, Any]) -> str:
