@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -14,6 +17,8 @@ import yaml
 from provisioner.cli.flags import build_parser, check_combinations, resolve_env
 from provisioner.emulator.cli import build_parser as emulator_parser
 from provisioner.files.sources import JobFiles, scan
+from provisioner.observe.metrics import Metrics
+from provisioner.queue.streams import queue_keys
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -49,7 +54,13 @@ def pod_of(doc: dict[str, Any]) -> dict[str, Any]:
 def test_every_manifest_parses_as_yaml() -> None:
     """Every YAML document under deploy/ parses with a safe loader."""
     names = sorted(p.name for p in DEPLOY.glob("*.yaml"))
-    assert names == ["compose.yaml", "cronjob.yaml", "worker.yaml"]
+    assert names == [
+        "compose.yaml",
+        "cronjob.yaml",
+        "keda-scaledobject.yaml",
+        "worker-hpa.yaml",
+        "worker.yaml",
+    ]
     for name in names:
         assert documents(name), name
 
@@ -237,3 +248,198 @@ def test_compose_services_start(tmp_path: Path) -> None:
         subprocess.run([*base, "down", "-v"], capture_output=True, timeout=300)  # noqa: PLW1510 - best-effort cleanup
         if created:
             token.unlink()
+
+
+# Autoscaling: deploy/keda-scaledobject.yaml (KEDA) and deploy/worker-hpa.yaml (an HPA).
+
+KEDA = "keda-scaledobject.yaml"
+HPA = "worker-hpa.yaml"
+
+
+def worker() -> tuple[dict[str, Any], dict[str, Any], argparse.Namespace]:
+    """worker.yaml's Deployment, its pod and the worker's parsed command line."""
+    deployment = of_kind("worker.yaml", "Deployment")
+    pod = pod_of(deployment)
+    (container,) = pod["containers"]
+    return deployment, pod, parse(container["args"], container_env(container))
+
+
+def triggers() -> dict[str, dict[str, Any]]:
+    """The ScaledObject's triggers by name."""
+    spec = of_kind(KEDA, "ScaledObject")["spec"]
+    return {t["name"]: t for t in spec["triggers"]}
+
+
+def test_keda_scales_the_worker_deployment_on_its_real_stream_and_group() -> None:
+    """The ScaledObject targets worker.yaml's Deployment and reads the key provisioner writes, in the workers' group."""
+    deployment, _, args = worker()
+    scaled = of_kind(KEDA, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    target = scaled["spec"]["scaleTargetRef"]
+    assert target == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    found = triggers()
+    assert set(found) == {"specs-waiting", "specs-in-flight"}
+    for trigger in found.values():
+        assert trigger["type"] == "redis-streams"
+        meta = trigger["metadata"]
+        assert meta["stream"] == queue_keys(args.stream)["specs"]
+        assert meta["stream"] == "provisioner:{onboarding}:specs"
+        assert meta["consumerGroup"] == args.group
+        # KEDA's trigger metadata is a map of strings: a bare number fails the CRD.
+        assert all(isinstance(v, str) for v in meta.values()), meta
+
+
+def test_keda_wakes_on_the_lag_and_keeps_the_workers_in_flight() -> None:
+    """The lag trigger uses lagCount (one waiting spec wakes the pool); pending entries keep busy workers."""
+    _, _, args = worker()
+    found = triggers()
+    waiting = found["specs-waiting"]["metadata"]
+    assert "lagCount" in waiting
+    assert "pendingEntriesCount" not in waiting  # KEDA would read the lag, not this
+    assert int(waiting["lagCount"]) > 0
+    assert waiting["activationLagCount"] == "0"
+    in_flight = found["specs-in-flight"]["metadata"]
+    assert "lagCount" not in in_flight
+    assert int(in_flight["pendingEntriesCount"]) == args.concurrency
+
+
+def test_keda_reads_the_redis_the_workers_use() -> None:
+    """Address, database and TLS are worker.yaml's REDIS_URL; the password is the Secret the workers mount."""
+    _, pod, args = worker()
+    url = urlsplit(args.redis)
+    assert url.scheme in {"redis", "rediss"}
+    database = url.path.strip("/") or "0"
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    password_file = Path(args.redis_password_file)
+    secret = secrets[mounts[str(password_file.parent)]]
+    items = {i["path"]: i["key"] for i in secret.get("items", [])}
+    key = items.get(password_file.name, password_file.name)
+    auth = of_kind(KEDA, "TriggerAuthentication")
+    assert auth["apiVersion"] == "keda.sh/v1alpha1"
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": secret["secretName"], "key": key}
+    ]
+    for trigger in triggers().values():
+        meta = trigger["metadata"]
+        assert meta["address"] == f"{url.hostname}:{url.port or 6379}"
+        assert meta["databaseIndex"] == database
+        assert meta["enableTLS"] == str(url.scheme == "rediss").lower()
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+        assert "password" not in meta
+        assert "passwordFromEnv" not in meta
+
+
+def test_keda_scales_to_zero_and_gives_each_worker_its_drain() -> None:
+    """minReplicaCount 0; the last worker and each scaled-down one get longer than the kubelet's grace."""
+    deployment, pod, args = worker()
+    spec = of_kind(KEDA, "ScaledObject")["spec"]
+    assert spec["minReplicaCount"] == 0
+    assert spec["maxReplicaCount"] >= deployment["spec"]["replicas"]
+    assert 0 < spec["pollingInterval"] <= 60
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > args.grace
+    assert spec["cooldownPeriod"] > grace
+    assert spec["fallback"]["replicas"] >= 1
+    scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"][
+        "scaleDown"
+    ]
+    assert scale_down["stabilizationWindowSeconds"] > grace
+    (policy,) = scale_down["policies"]
+    assert policy["type"] == "Pods"
+    assert policy["periodSeconds"] >= grace
+
+
+def exported_series() -> set[str]:
+    """The metric names a worker's /metrics really serves (queue gauges included)."""
+    metrics = Metrics()
+    metrics.show_queue(SimpleNamespace(length=5, pending=2, dead_letters=0))
+    text = metrics.render().decode()
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def test_the_hpa_scales_the_worker_deployment_on_series_provisioner_exports() -> None:
+    """The HPA alternative targets the Deployment on external metrics that are real series, as KEDA would."""
+    deployment, _, args = worker()
+    hpa = of_kind(HPA, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert spec["minReplicas"] >= 1  # an HPA does not scale to zero
+    keda = of_kind(KEDA, "ScaledObject")["spec"]
+    assert spec["maxReplicas"] == keda["maxReplicaCount"]
+    targets = {
+        m["external"]["metric"]["name"]: m["external"]["target"]
+        for m in spec["metrics"]
+        if m["type"] == "External"
+    }
+    assert set(targets) == {
+        "provisioner_queue_lag_messages",
+        "provisioner_queue_pending_messages",
+    }
+    assert set(targets) <= exported_series()
+    found = triggers()
+    lag = targets["provisioner_queue_lag_messages"]
+    assert lag == {
+        "type": "AverageValue",
+        "averageValue": found["specs-waiting"]["metadata"]["lagCount"],
+    }
+    pending = targets["provisioner_queue_pending_messages"]
+    assert pending["averageValue"] == str(args.concurrency)
+    grace = pod_of(deployment)["terminationGracePeriodSeconds"]
+    assert spec["behavior"]["scaleDown"]["policies"][0]["periodSeconds"] >= grace
+
+
+def _kubernetes_validate() -> tuple[str, Any] | None:
+    """kubernetes-validate as a module, else as a CLI on PATH, else None."""
+    if importlib.util.find_spec("kubernetes_validate") is not None:
+        return "module", importlib.import_module("kubernetes_validate")
+    tool = shutil.which("kubernetes-validate")
+    return ("cli", tool) if tool else None
+
+
+def test_the_core_manifests_validate_strictly(tmp_path: Path) -> None:
+    """Where kubernetes-validate is installed, every core-kind document of deploy/ passes --strict.
+
+    Its schemas are Kubernetes' own: KEDA's ScaledObject and TriggerAuthentication (CRDs)
+    are left out, and so is compose.yaml (not a Kubernetes manifest).
+    """
+    found = _kubernetes_validate()
+    if found is None:
+        pytest.skip(
+            "kubernetes-validate is neither importable nor on PATH "
+            "(pip install kubernetes-validate to run this check)"
+        )
+    how, tool = found
+    core = [
+        (path.name, doc)
+        for path in sorted(DEPLOY.glob("*.yaml"))
+        if path.name != "compose.yaml"
+        for doc in documents(path.name)
+        if not doc["apiVersion"].startswith("keda.sh/")
+    ]
+    kinds = {doc["kind"] for _, doc in core}
+    assert {"Deployment", "CronJob", "HorizontalPodAutoscaler"} <= kinds
+    for at, (name, doc) in enumerate(core):
+        label = f"{name}: {doc['kind']}/{doc['metadata']['name']}"
+        if how == "module":
+            tool.validate(doc, tool.latest_version(), strict=True)
+            continue
+        single = tmp_path / f"{at}.yaml"
+        single.write_text(yaml.safe_dump(doc))
+        checked = subprocess.run(  # noqa: PLW1510 - asserted below
+            [tool, "--strict", "--quiet", str(single)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert checked.returncode == 0, f"{label}: {checked.stdout}{checked.stderr}"
