@@ -248,6 +248,8 @@ class RunSettings:
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "REDIS_URL"
+#: URL schemes that name a node of a Redis Cluster (no detection needed).
+CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +258,8 @@ class RedisSettings:
 
     Attributes:
         url: ``redis://`` or ``rediss://`` (TLS) URL; a password in it is never shown.
+            ``redis+cluster://`` (``rediss+cluster://``) names a node of a Redis
+            Cluster; a plain ``redis://`` node is asked whether it is one.
         password: from ``--redis-password-file`` (wins over one in the URL).
         stream: the queue's name; every key of it shares the hash tag ``{stream}``.
         group: the consumer group of the workers that share the stream.
@@ -272,9 +276,9 @@ class RedisSettings:
 
     def __post_init__(self) -> None:
         scheme = self.url.partition("://")[0].lower()
-        if scheme not in {"redis", "rediss", "unix"}:
+        if scheme not in {"redis", "rediss", "unix", *CLUSTER_SCHEMES}:
             raise ConfigError(
-                f"--redis must be a redis://, rediss:// or unix:// URL, not {redacted_url(self.url)!r}"
+                f"--redis must be a redis://, rediss://, redis+cluster:// or unix:// URL, not {redacted_url(self.url)!r}"
             )
         for what, value in (("--stream", self.stream), ("--group", self.group)):
             if not value or any(c in value for c in "{}\n\r ") or len(value) > 128:  # noqa: PLR2004
@@ -286,6 +290,17 @@ class RedisSettings:
     def shown_url(self) -> str:
         """The URL with any password masked, for messages and logs."""
         return redacted_url(self.url)
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the URL says Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+        return self.url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+    @property
+    def client_url(self) -> str:
+        """The URL redis-py understands: without ``+cluster`` in its scheme."""
+        scheme, sep, rest = self.url.partition("://")
+        return f"{scheme.lower().removesuffix('+cluster')}{sep}{rest}"
 
     @classmethod
     def from_env(

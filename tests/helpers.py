@@ -9,6 +9,7 @@ end, :func:`spawn_cli` and :func:`start_cli` while it runs) and in this process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -547,3 +548,125 @@ def issue(tmp_path: Path, *hosts: str) -> Pki:
         blob.write_to_path(str(cert_file), append=True)
     server.private_key_pem.write_to_path(str(key_file))
     return Pki(ca, str(ca_file), str(cert_file), str(key_file))
+
+
+# --- a real Redis Cluster -------------------------------------------------------
+
+
+class RedisClusterNodes:
+    """Six private ``redis-server`` nodes on loopback joined as a Redis Cluster:
+    three masters, one replica each (``redis-cli --cluster create``).
+
+    Each node has its own folder under ``folder``; :meth:`stop` kills them all.
+    """
+
+    SIZE = 6
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ports = self._free_ports()
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _free_ports(self) -> list[int]:
+        """Consecutive free ports whose cluster bus ports (+10000) are free too."""
+        for _ in range(100):
+            base = free_port() % 20_000 + 20_000
+            ports = list(range(base, base + self.SIZE))
+            if not any(is_listening(p) or is_listening(p + 10_000) for p in ports):
+                return ports
+        raise RuntimeError("no free range of ports for a Redis Cluster")
+
+    def start(self) -> None:
+        """Start the nodes, join them, wait until every node says ``cluster_state:ok``."""
+        for port in self.ports:
+            folder = self.folder / str(port)
+            folder.mkdir(parents=True, exist_ok=True)
+            command = [
+                "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--dir", str(folder), "--cluster-enabled", "yes",
+                "--cluster-config-file", str(folder / f"nodes-{port}.conf"),
+                "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                "--daemonize", "no",
+            ]  # fmt: skip
+            self.procs[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        eventually_sync(
+            lambda: all(map(is_listening, self.ports)),
+            timeout_s=10,
+            interval_s=0.02,
+            message="a cluster node did not start",
+        )
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+        create.append("--cluster-yes")
+        subprocess.run(create, check=True, stdout=subprocess.DEVNULL, timeout=60)
+        for port in self.ports:
+            self.wait_ok(port)
+
+    def cli(self, port: int, *args: str) -> str:
+        """``redis-cli -p PORT ARGS``: its output."""
+        command = ["redis-cli", "-p", str(port), *args]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=10, check=False
+        )
+        return done.stdout
+
+    def wait_ok(self, port: int, timeout_s: float = 30) -> None:
+        """Wait until node ``port`` says ``cluster_state:ok``."""
+        eventually_sync(
+            lambda: "cluster_state:ok" in self.cli(port, "cluster", "info"),
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            message=f"cluster node {port} not ok",
+        )
+
+    def url(self, port: int | None = None, scheme: str = "redis") -> str:
+        """A node's URL (the first node's by default)."""
+        return f"{scheme}://127.0.0.1:{port or self.ports[0]}/0"
+
+    def master_of(self, key: str, via: int | None = None) -> int:
+        """The port of the master that serves ``key``'s slot now."""
+        via = via or self.live()[0]
+        slot = int(self.cli(via, "cluster", "keyslot", key).strip())
+        for line in self.cli(via, "cluster", "nodes").splitlines():
+            # <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for ranges in fields[8:]:
+                low, _, high = ranges.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        raise AssertionError(f"no live master serves slot {slot}")
+
+    def wait_failover(self, key: str, old: int, timeout_s: float = 30) -> int:
+        """Wait until every live node names a master other than ``old`` for
+        ``key``'s slot and says ``cluster_state:ok``; return the new master's port."""
+
+        def moved() -> bool:
+            with contextlib.suppress(AssertionError):
+                return all(
+                    self.master_of(key, via) != old
+                    and "cluster_state:ok" in self.cli(via, "cluster", "info")
+                    for via in self.live()
+                )
+            return False
+
+        eventually_sync(
+            moved, timeout_s=timeout_s, interval_s=0.1, message="no failover"
+        )
+        return self.master_of(key)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL node ``port``."""
+        proc = self.procs.pop(port)
+        proc.kill()
+        proc.wait(10)
+
+    def live(self) -> list[int]:
+        """The ports of the nodes still running."""
+        return [port for port in self.ports if port in self.procs]
+
+    def stop(self) -> None:
+        """Kill every node still running."""
+        for port in self.live():
+            self.kill(port)

@@ -233,7 +233,7 @@ async def _select(
     """The IDs' letters (or all), then those --reason and --limit keep."""
     reason = args.reason if use_filters else None
     limit = args.limit if use_filters else None
-    queue = JobQueue.connect(settings, retries=ONE_SHOT_RETRIES)
+    queue = await JobQueue.open(settings, retries=ONE_SHOT_RETRIES)
     try:
         if not args.ids:
             return _Selection(
@@ -256,7 +256,7 @@ async def _replay_all(
 ) -> _Replayed:
     """Check each letter's spec as a worker would; queue the valid ones again."""
     done = _Replayed()
-    queue = JobQueue.connect(settings, retries=ONE_SHOT_RETRIES)
+    queue = await JobQueue.open(settings, retries=ONE_SHOT_RETRIES)
     try:
         for letter in letters:
             spec, problem = read_message(Message(letter.id, letter.fields, 1))
@@ -274,7 +274,7 @@ async def _replay_all(
 
 
 async def _purge_all(settings: RedisSettings, ids: Sequence[str]) -> int:
-    queue = JobQueue.connect(settings, retries=ONE_SHOT_RETRIES)
+    queue = await JobQueue.open(settings, retries=ONE_SHOT_RETRIES)
     try:
         return await queue.purge_dead_letters(ids)
     finally:

@@ -75,7 +75,7 @@ ONE_SHOT_RETRIES = 2
 async def _connected(
     settings: RedisSettings, *, retries: int = ONE_SHOT_RETRIES
 ) -> AsyncIterator[JobQueue]:
-    queue = JobQueue.connect(settings, retries=retries)
+    queue = await JobQueue.open(settings, retries=retries)
     try:
         yield queue
     finally:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.typing import EncodableT
 
 from provisioner.pacing.adaptive import (
@@ -22,6 +24,9 @@ from provisioner.pacing.adaptive import (
     Reservation,
 )
 from provisioner.queue.scripts import ADAPT_LUA, RESERVE_LUA
+
+#: Either redis-py client: one server, or a Redis Cluster (the queue's keys share a slot).
+RedisClient: TypeAlias = redis.asyncio.Redis | RedisCluster
 
 #: A pool's learnt rate is forgotten after this long without a reservation.
 PACE_TTL_S = 600
@@ -38,7 +43,7 @@ class PoolPace:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         keys: Mapping[str, str],
         errors: Callable[[str], contextlib.AbstractContextManager[None]],
@@ -92,4 +97,4 @@ class PoolPace:
         )
 
 
-__all__ = ["PACE_TTL_S", "PoolPace"]
+__all__ = ["PACE_TTL_S", "PoolPace", "RedisClient"]

@@ -12,8 +12,11 @@ Key layout of a queue named ``<stream>`` (see :func:`queue_keys`)::
     provisioner:{<stream>}:pace      hash: the pool's adaptive rate (``--rate auto``), its
                                      CUBIC state and recent answers (see adaptive.py)
 
-Every key shares the hash tag ``{<stream>}``, so each Lua script touches a
-single slot (Redis Cluster). Redis exceptions never leave this module: they
+Every key shares the hash tag ``{<stream>}``, so the whole queue lives in one
+slot of a Redis Cluster: each Lua script and pipeline touches that slot only.
+:meth:`JobQueue.open` asks the node it is given whether it belongs to a cluster
+(``INFO cluster``; ``redis+cluster://`` says so without asking) and then uses
+redis-py's cluster client, which follows MOVED/ASK and a failover. Redis exceptions never leave this module: they
 become :class:`~provisioner.errors.QueueError`, whose message shows the URL
 with its password masked. The client must speak RESP2 (redis-py's default).
 """
@@ -29,20 +32,24 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
+    RedisClusterException,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from provisioner.errors import QueueError
-from provisioner.queue.pace import PoolPace
+from provisioner.queue.pace import PoolPace, RedisClient
 from provisioner.queue.scripts import DEAD_LETTER_LUA, REPLAY_LUA, SETTLE_LUA
 from provisioner.redact import MASK, without_password
 from provisioner.results.record import rfc3339
@@ -53,8 +60,16 @@ KEY_PREFIX = "provisioner"
 KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
 #: The fields a dead letter adds to the message's own.
 LETTER_FIELDS = ("message_id", "reason", "deliveries", "dead_at")
-# ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts.
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts;
+# a cluster without a master for a slot (a failover under way) is waited out too.
+_CONNECTION_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
 # Subclasses of ConnectionError that waiting will not fix.
 _REFUSALS = (AuthenticationError, AuthorizationError)
 
@@ -152,18 +167,18 @@ class JobQueue:
     """The queue ``stream`` on one redis-py client; every method may raise QueueError.
 
     Args:
-        client: a ``redis.asyncio.Redis`` with ``decode_responses=False``.
+        client: a ``redis.asyncio.Redis`` or ``RedisCluster`` with ``decode_responses=False``.
         stream: the queue's name (the hash tag of its keys).
         shown_url: how messages name the server; by default its host, port and db.
     """
 
     def __init__(
-        self, client: redis.asyncio.Redis, *, stream: str, shown_url: str | None = None
+        self, client: RedisClient, *, stream: str, shown_url: str | None = None
     ) -> None:
         self._client = client
         self._stream = stream
         self._keys = queue_keys(stream)
-        pool_kwargs = client.connection_pool.connection_kwargs
+        pool_kwargs = _connection_kwargs(client)
         self._shown_url = shown_url or _describe(pool_kwargs)
         password = pool_kwargs.get("password")
         self._secrets = (password,) if isinstance(password, str) and password else ()
@@ -173,37 +188,68 @@ class JobQueue:
         self._replay = client.register_script(REPLAY_LUA)
 
     @classmethod
-    def connect(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
+    def connect(
+        cls, settings: RedisSettings, *, retries: int = 8, cluster: bool | None = None
+    ) -> JobQueue:
         """A queue on a new client for ``settings`` (no I/O until the first call).
 
         ``rediss://`` uses TLS, verified against ``settings.ca_file`` when given,
         else the system's CAs (``SSL_CERT_FILE`` works). A password in ``settings.password`` wins over one
         in the URL. A command that meets a connection error or timeout is tried
         again up to ``retries`` times, waiting 0.2 s doubling to 5 s between.
+        ``cluster`` (default: ``settings.is_cluster``) picks redis-py's
+        ``RedisCluster``, which finds the other nodes from the one named.
         """
-        url, password = settings.url, settings.password
-        options: dict[str, Any] = {}
-        if settings.ca_file is not None and url.lower().startswith("rediss://"):
-            options["ssl_ca_certs"] = settings.ca_file
-        if password is not None:
-            # redis-py lets a password in the URL override the keyword.
-            url, options["password"] = without_password(url), password.reveal()
+        url, options = _client_options(settings, retries)
+        use_cluster = settings.is_cluster if cluster is None else cluster
         try:
-            client = redis.asyncio.Redis.from_url(
-                url,
-                decode_responses=False,
-                health_check_interval=10,
-                socket_connect_timeout=5,
-                socket_timeout=30,
-                retry=Retry(ExponentialBackoff(cap=5, base=0.1), retries=retries),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                **options,
+            client: RedisClient = (
+                RedisCluster.from_url(url, **options)
+                if use_cluster
+                else redis.asyncio.Redis.from_url(url, **options)
             )
-        except ValueError as exc:
+        except (ValueError, RedisClusterException) as exc:
             raise QueueError(
-                f"Redis URL {settings.shown_url} is malformed", is_connection=False
+                f"Redis URL {settings.shown_url} is malformed or cannot name a cluster: {exc}",
+                is_connection=False,
             ) from exc
         return cls(client, stream=settings.stream, shown_url=settings.shown_url)
+
+    @classmethod
+    async def open(cls, settings: RedisSettings, *, retries: int = 8) -> JobQueue:
+        """:meth:`connect`, a cluster client when the node says ``cluster_enabled:1``.
+
+        A ``redis+cluster://`` URL skips the question; so does ``unix://``
+        (redis-py's cluster client speaks TCP only). A node that cannot be
+        reached (after ``retries``) is taken for a plain server, whose commands
+        then wait it out or fail as before; a refusal (a wrong password) raises.
+        """
+        if settings.is_cluster or settings.url.lower().startswith("unix:"):
+            return cls.connect(settings, retries=retries)
+        probe = cls.connect(settings, retries=retries, cluster=False)
+        try:
+            cluster = await probe.is_cluster_node()
+        except QueueError as exc:
+            if not exc.is_connection:
+                raise
+            cluster = False
+        finally:
+            await probe.close()
+        return cls.connect(settings, retries=retries, cluster=cluster)
+
+    async def is_cluster_node(self) -> bool:
+        """Whether the server is a node of a Redis Cluster (``INFO cluster``)."""
+        with self._errors("ask whether it is a cluster node"):
+            try:
+                info = await self._client.info("cluster")
+            except ResponseError:
+                return False  # INFO refused (an ACL, a proxy): a plain server
+        return str(info.get("cluster_enabled", 0)) == "1"
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the queue speaks to a Redis Cluster."""
+        return isinstance(self._client, RedisCluster)
 
     @property
     def stream(self) -> str:
@@ -508,7 +554,7 @@ class JobQueue:
         """Translate redis-py and socket errors raised inside into QueueError."""
         try:
             yield
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             for secret in self._secrets:
                 detail = detail.replace(secret, MASK)
@@ -565,6 +611,36 @@ def _letter(entry: Any) -> DeadLetter:
         deliveries=int(deliveries) if deliveries.isdigit() else 0,
         dead_at=meta["dead_at"],
     )
+
+
+def _client_options(
+    settings: RedisSettings, retries: int
+) -> tuple[str, dict[str, Any]]:
+    """The URL redis-py is given and its keywords, for either client."""
+    url, password = settings.client_url, settings.password
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "health_check_interval": 10,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "retry": Retry(ExponentialBackoff(cap=5, base=0.1), retries=retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    if settings.ca_file is not None and url.lower().startswith("rediss://"):
+        options["ssl_ca_certs"] = settings.ca_file
+    if password is not None:
+        # redis-py lets a password in the URL override the keyword.
+        url, options["password"] = without_password(url), password.reveal()
+    return url, options
+
+
+def _connection_kwargs(client: RedisClient) -> Mapping[str, Any]:
+    """The keywords of a client's connections (a cluster's: of every node's)."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()
+        where = {"host": nodes[0].host, "port": nodes[0].port} if nodes else {}
+        return {**client.connection_kwargs, **where}
+    return client.connection_pool.connection_kwargs
 
 
 def _describe(kwargs: Mapping[str, Any]) -> str:
