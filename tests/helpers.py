@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import json
 import os
+import random
 import select
 import socket
 import subprocess
@@ -504,6 +505,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _bindable(port: int) -> bool:
+    """Whether loopback ``port`` can be bound now (nothing listens on it or uses it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def is_listening(port: int) -> bool:
     """Whether something accepts connections on loopback ``port``."""
     with socket.socket() as probe:
@@ -568,16 +579,44 @@ class RedisClusterNodes:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def _free_ports(self) -> list[int]:
-        """Consecutive free ports whose cluster bus ports (+10000) are free too."""
-        for _ in range(100):
-            base = free_port() % 20_000 + 20_000
+        """Consecutive ports that, with their cluster bus ports (+10000), can be bound.
+
+        Both stay below the kernel's ephemeral range (32768 up), where the suite's
+        own outgoing connections would take a port between the check and the start.
+        """
+        rng = random.Random()
+        for _ in range(200):
+            base = rng.randrange(12_000, 22_700)
             ports = list(range(base, base + self.SIZE))
-            if not any(is_listening(p) or is_listening(p + 10_000) for p in ports):
+            if all(_bindable(p) and _bindable(p + 10_000) for p in ports):
                 return ports
         raise RuntimeError("no free range of ports for a Redis Cluster")
 
-    def start(self) -> None:
-        """Start the nodes, join them, wait until every node says ``cluster_state:ok``."""
+    def start(self, attempts: int = 3) -> None:
+        """Start the nodes, join them, wait until every node says ``cluster_state:ok``.
+
+        A node that cannot take its port (another process took it meanwhile) sends
+        the whole cluster to another range of ports, up to ``attempts`` times.
+        """
+        for attempt in range(attempts):
+            try:
+                self._start_nodes()
+                break
+            except AssertionError:
+                self.stop()
+                self.procs.clear()
+                if attempt == attempts - 1:
+                    raise
+                self.ports = self._free_ports()
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+        create.append("--cluster-yes")
+        subprocess.run(create, check=True, stdout=subprocess.DEVNULL, timeout=60)
+        for port in self.ports:
+            self.wait_ok(port)
+
+    def _start_nodes(self) -> None:
+        """Start the six nodes; wait until each listens."""
         for port in self.ports:
             folder = self.folder / str(port)
             folder.mkdir(parents=True, exist_ok=True)
@@ -586,21 +625,29 @@ class RedisClusterNodes:
                 "--dir", str(folder), "--cluster-enabled", "yes",
                 "--cluster-config-file", str(folder / f"nodes-{port}.conf"),
                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
-                "--daemonize", "no",
+                "--daemonize", "no", "--logfile", str(folder / "redis.log"),
             ]  # fmt: skip
             self.procs[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        eventually_sync(
-            lambda: all(map(is_listening, self.ports)),
-            timeout_s=10,
-            interval_s=0.02,
-            message="a cluster node did not start",
-        )
-        nodes = [f"127.0.0.1:{port}" for port in self.ports]
-        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1"]
-        create.append("--cluster-yes")
-        subprocess.run(create, check=True, stdout=subprocess.DEVNULL, timeout=60)
+        try:
+            eventually_sync(
+                lambda: all(map(is_listening, self.ports)),
+                timeout_s=20,
+                interval_s=0.02,
+                message="a cluster node did not start",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self._logs()}") from None
+
+    def _logs(self) -> str:
+        """The last lines of each node that is not listening (why it did not start)."""
+        tails = []
         for port in self.ports:
-            self.wait_ok(port)
+            log = self.folder / str(port) / "redis.log"
+            if not is_listening(port) and log.exists():
+                tails.append(
+                    f"{port}: " + " | ".join(log.read_text().splitlines()[-3:])
+                )
+        return "; ".join(tails) or "no log"
 
     def cli(self, port: int, *args: str) -> str:
         """``redis-cli -p PORT ARGS``: its output."""
