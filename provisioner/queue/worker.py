@@ -192,8 +192,8 @@ class Worker:
         else:
             provisioned = await self._pipeline.provision(spec)
             if provisioned is None:
-                # Cut short by the drain: left pending, another delivery redoes it.
-                self.summary.interrupted += 1
+                # The drain came before its request went out (or before a retry): nothing
+                # is half done here; the message stays pending and a later delivery does it.
                 return
             result = provisioned
         await self._settle(message, spec, result)
