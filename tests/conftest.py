@@ -41,6 +41,7 @@ from tests.helpers import (
     free_port,
     is_leftover,
     is_listening,
+    missing,
     no_sleep,
     redis_url,
     stop_children,
@@ -221,10 +222,9 @@ async def redis() -> AsyncIterator[JobQueue]:
     try:
         await probe.ping()
     except QueueError as exc:
-        reason = f"no Redis for the tests at {settings.shown_url} (${TEST_REDIS_URL_ENV}): {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(
+            f"no Redis for the tests at {settings.shown_url} (${TEST_REDIS_URL_ENV}): {exc}"
+        )
     finally:
         await probe.close()
     queue = JobQueue.connect(settings)
@@ -246,10 +246,7 @@ def make_tinyproxy(tmp_path: Path) -> Iterator[Callable[..., Tinyproxy]]:
     """
     binary = shutil.which("tinyproxy")
     if binary is None:
-        reason = "tinyproxy is not installed (apt-get install tinyproxy)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing("tinyproxy is not installed (apt-get install tinyproxy)")
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*, auth: tuple[str, str] | None = None) -> Tinyproxy:

@@ -19,6 +19,7 @@ from provisioner.emulator.cli import build_parser as emulator_parser
 from provisioner.files.sources import JobFiles, scan
 from provisioner.observe.metrics import Metrics
 from provisioner.queue.streams import queue_keys
+from tests.helpers import missing
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -415,9 +416,9 @@ def test_the_core_manifests_validate_strictly(tmp_path: Path) -> None:
     """
     found = _kubernetes_validate()
     if found is None:
-        pytest.skip(
+        missing(
             "kubernetes-validate is neither importable nor on PATH "
-            "(pip install kubernetes-validate to run this check)"
+            "(a dev dependency: make install)"
         )
     how, tool = found
     core = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from provisioner.cli.main import main
 from provisioner.report.figures import FAILURE_ROWS, ReportBuilder
 from provisioner.report.html import render_html
+from tests.helpers import missing
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 HOSTILE_NAME = '<script>alert("name")</script>'
@@ -210,9 +210,7 @@ def chromium() -> str:
     """Debian's chromium; missing, the test skips locally and fails in CI."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        missing("chromium is not installed (apt-get install chromium)")
     return found
 
 
