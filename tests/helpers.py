@@ -622,6 +622,22 @@ class RedisClusterNodes:
         subprocess.run(create, check=True, stdout=subprocess.DEVNULL, timeout=60)
         for port in self.ports:
             self.wait_ok(port)
+        self.wait_replicas()
+
+    def wait_replicas(self, timeout_s: float = 30) -> None:
+        """Wait until each replica has synced with its master: a replica that never
+        has refuses to take over (``cluster-replica-validity-factor``)."""
+
+        def synced() -> bool:
+            infos = [self.cli(port, "info", "replication") for port in self.live()]
+            replicas = [info for info in infos if "role:slave" in info]
+            return len(replicas) == self.SIZE // 2 and all(
+                "master_link_status:up" in info for info in replicas
+            )
+
+        eventually_sync(
+            synced, timeout_s=timeout_s, interval_s=0.1, message="replicas not synced"
+        )
 
     def _start_nodes(self) -> None:
         """Start the six nodes; wait until each listens."""
@@ -633,6 +649,7 @@ class RedisClusterNodes:
                 "--dir", str(folder), "--cluster-enabled", "yes",
                 "--cluster-config-file", str(folder / f"nodes-{port}.conf"),
                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                "--repl-diskless-sync-delay", "0",
                 "--daemonize", "no", "--logfile", str(folder / "redis.log"),
             ]  # fmt: skip
             self.procs[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)

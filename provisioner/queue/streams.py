@@ -39,6 +39,8 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
     RedisClusterException,
     RedisError,
     ResponseError,
@@ -61,13 +63,17 @@ KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
 #: The fields a dead letter adds to the message's own.
 LETTER_FIELDS = ("message_id", "reason", "deliveries", "dead_at")
 # ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts;
-# a cluster without a master for a slot (a failover under way) is waited out too.
+# a cluster in a failover is waited out too: no master for a slot (CLUSTERDOWN,
+# TRYAGAIN), redirections that outlast the client's TTL ("TTL exhausted"), a demoted
+# master that now answers READONLY, no reachable node (RedisClusterException).
 _CONNECTION_ERRORS = (
     RedisConnectionError,
     RedisTimeoutError,
     OSError,
     ClusterDownError,
+    ClusterError,
     TryAgainError,
+    ReadOnlyError,
     RedisClusterException,
 )
 # Subclasses of ConnectionError that waiting will not fix.
