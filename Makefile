@@ -6,10 +6,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint docs format lock audit bench clean
 
+# Every dependency is installed from the hashed dev lock (--require-hashes: a file whose
+# hash is not in the lock is refused). pip first, alone: the pip that venv bundles with an
+# older Python misreads extras (coverage[toml]) in hash-checking mode. The project itself
+# is local source, so it goes in separately, editable and without dependencies.
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=23"
-	$(BIN)/python -m pip install -q -r requirements-dev.lock
+	awk '/^pip==/,!/\\$$/' requirements-dev.lock > $(VENV)/pip.lock
+	$(BIN)/python -m pip install -q --require-hashes -r $(VENV)/pip.lock
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -45,16 +50,21 @@ audit: install
 	$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
 		-r requirements.lock -r requirements-dev.lock
 
-# Re-pin every dependency after changing pyproject.toml; commit both lock files.
+# Re-pin every dependency after changing pyproject.toml, with hashes; commit the lock files.
+# uv keeps the versions already in a lock unless asked: `make lock LOCK_FLAGS=--upgrade`
+# moves everything to the newest release (or --upgrade-package NAME, one package).
 # requirements.lock: what the package needs at run time (the Docker image installs it).
-# requirements-dev.lock: that plus the test, lint and build tools (make install).
-lock:
-	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/python -m pip install -q "pip>=23" && .lockenv/bin/python -m pip install -q .
-	.lockenv/bin/python -m pip freeze | grep -v '^provisioner' > requirements.lock
-	.lockenv/bin/python -m pip install -q -c requirements.lock ".[dev]" hatchling editables
-	.lockenv/bin/python -m pip freeze | grep -v '^provisioner' > requirements-dev.lock
-	rm -rf .lockenv
+# requirements-dev.lock: that plus the test, lint, lock and build tools (make install).
+# requirements-build.lock: the build backend alone (the Docker image builds the wheel with it).
+# Universal: one lock for every platform and Python >= 3.11 (markers pick the lines).
+LOCK_FLAGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--native-tls --custom-compile-command "make lock" $(LOCK_FLAGS)
+lock: install
+	$(UV_COMPILE) pyproject.toml --extra speedups -o requirements.lock
+	$(UV_COMPILE) pyproject.toml --extra speedups --extra dev -c requirements.lock -o requirements-dev.lock
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV_COMPILE) - -c requirements-dev.lock -o requirements-build.lock
 
 # The benchmark suite (README "Performance"); bench/ holds more, each run on its own.
 bench: install

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds the provisioner image and runs real jobs in it:
-#   1. the image builds;  2. --help / --version as the non-root user `app`;
+#   1. the image builds, on the base pinned by digest, with its OCI labels and Python 3.11;
+#   2. --help / --version as the non-root user `app`;
 #   3. a bulk run against the CLI's embedded emulator (--sandbox);
 #   4. a bulk run against an emulator on the host (token given as QODER_PAT);
 #   5. queue mode: enqueue + a worker (--exit-when-empty) against the host's Redis;
 #   6. the image's size.
 # Usage: docker/smoke.sh            (from anywhere; builds from the repo root)
 # Env:   IMAGE (default provisioner), SMOKE_TOKEN (default pt-smoke-token),
-#        HOST_PROVISIONER (default .venv/bin/provisioner: runs the host emulator).
-# Needs podman + buildah and a local python:3.12-slim: on a machine without a registry,
+#        HOST_PROVISIONER (default .venv/bin/provisioner: runs the host emulator),
+#        BASE (default: the local python:3.11-slim, by its digest).
+# Needs podman + buildah and a local python:3.11-slim: on a machine without a registry,
 # ../shared/tools/python-base-image makes a stand-in. `podman run` does not work on such a
 # machine, so commands run in a buildah working container (`buildah run --isolation
 # chroot`, which shares the host network, so the host emulator on loopback is reachable).
@@ -39,9 +41,25 @@ fail() { printf 'SMOKE FAILED: %s\n' "$*" >&2; exit 1; }
 in_ctr() { buildah run --isolation chroot --user app "$ctr" -- "$@"; }
 
 step "1. build"
+# The base by digest, as a repeatable build should name it (docs/operations.md, "Supply chain").
+if [[ -z ${BASE:-} ]]; then
+  BASE=$(podman image inspect --format '{{index .RepoDigests 0}}' python:3.11-slim 2>/dev/null) \
+    || fail "no local python:3.11-slim (see ../shared/tools/python-base-image)"
+  BASE=python:3.11-slim@${BASE#*@}
+fi
+echo "base: $BASE"
+build_args=(--build-arg "BASE=$BASE")
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  build_args+=(--build-arg "REVISION=$(git rev-parse HEAD)" \
+    --build-arg "CREATED=$(git log -1 --format=%cI)")
+  if source_url=$(git remote get-url origin 2>/dev/null); then
+    build_args+=(--build-arg "SOURCE=$source_url")
+  fi
+fi
 old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-podman build --isolation chroot --pull=never -t "$IMAGE" . >"$tmp/build.log" 2>&1 \
+podman build --isolation chroot --pull=never "${build_args[@]}" -t "$IMAGE" . >"$tmp/build.log" 2>&1 \
   || { tail -30 "$tmp/build.log" >&2; fail "podman build"; }
+grep -q -- '--require-hashes' "$tmp/build.log" || fail "the build log shows no --require-hashes install"
 new_id=$(podman image inspect --format '{{.Id}}' "$IMAGE")
 echo "built $IMAGE (${new_id:0:12})"
 # The image this build replaced is now untagged: remove it unless something still uses it.
@@ -52,6 +70,17 @@ user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
 [[ $entrypoint == '["provisioner"]' ]] || fail "ENTRYPOINT is $entrypoint"
 [[ $user == app ]] || fail "USER is '$user'"
 echo "ENTRYPOINT $entrypoint, USER $user"
+label() { podman image inspect --format "{{index .Labels \"org.opencontainers.image.$1\"}}" "$IMAGE"; }
+project_version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+[[ $(label title) == provisioner ]] || fail "label title is '$(label title)'"
+[[ $(label version) == "$project_version" ]] || fail "label version '$(label version)' is not pyproject's $project_version"
+[[ $(label licenses) == MIT ]] || fail "label licenses is '$(label licenses)'"
+[[ $(label base.name) == "$BASE" ]] || fail "label base.name is '$(label base.name)'"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  [[ $(label revision) == "$(git rev-parse HEAD)" ]] || fail "label revision is '$(label revision)'"
+  [[ -n $(label created) ]] || fail "label created is empty"
+fi
+echo "labels: version $(label version), licenses $(label licenses), revision $(label revision | cut -c1-12), created $(label created)"
 
 ctr=$(buildah from --pull-never --name "provisioner-smoke-$$" "$IMAGE")
 
@@ -67,6 +96,11 @@ head -1 "$tmp/help.txt"
 version=$(in_ctr provisioner --version)
 [[ $version =~ ^provisioner\ [0-9] ]] || fail "--version printed '$version'"
 echo "$version"
+python_version=$(in_ctr python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+[[ $python_version == 3.11 ]] || fail "the image runs Python $python_version, not 3.11"
+in_ctr /opt/venv/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pip") is not None)' \
+  || fail "the image's venv holds pip"
+echo "Python $python_version, no pip in the venv"
 
 check_results() {  # FILE EXPECTED_LINES: every line a JSON result with status "created"
   python3 - "$1" "$2" <<'PY'

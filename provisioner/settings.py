@@ -88,10 +88,12 @@ class ApiSettings:
         allow_insecure_http: bool = False,
         proxy: str | None = None,
         proxy_source: str = "--proxy",
+        token_hint: str = "",
     ) -> ApiSettings:
         """Build from flags and the environment: the token from a file or ``QODER_PAT``,
         the CA file from ``--ca-file`` or ``REQUESTS_CA_BUNDLE``, proxies from
         ``proxy`` or the proxy variables (see :mod:`provisioner.proxy`).
+        ``token_hint`` ends the message for a missing token (``" (or use --sandbox)"``).
 
         Raises:
             ConfigError: no token, an unreadable token or CA file, a bad URL or
@@ -99,7 +101,7 @@ class ApiSettings:
         """
         url = api_url or next((env[k] for k in API_URL_ENVS if env.get(k)), None)
         return cls(
-            token=read_token(env, token_file),
+            token=read_token(env, token_file, hint=token_hint),
             base_url=(url or DEFAULT_API_URL).rstrip("/"),
             timeout_s=timeout_s,
             ca_file=ca_file or env.get(CA_BUNDLE_ENV) or None,
@@ -168,8 +170,11 @@ def _check_readable(path: str) -> None:
         raise ConfigError(f"cannot read CA file {path}: {exc.strerror or exc}") from exc
 
 
-def read_token(env: Mapping[str, str], token_file: str | None) -> Secret:
-    """The token from ``token_file`` if given, else from ``QODER_PAT``."""
+def read_token(
+    env: Mapping[str, str], token_file: str | None, *, hint: str = ""
+) -> Secret:
+    """The token from ``token_file`` if given, else from ``QODER_PAT`` (``hint`` ends the
+    message when there is none)."""
     if token_file:
         try:
             value = Path(token_file).read_text(encoding="utf-8").strip()
@@ -182,9 +187,7 @@ def read_token(env: Mapping[str, str], token_file: str | None) -> Secret:
         return Secret(value)
     value = env.get(TOKEN_ENV, "").strip()
     if not value:
-        raise ConfigError(
-            f"no API token: set {TOKEN_ENV} or pass --token-file (or use --sandbox)"
-        )
+        raise ConfigError(f"no API token: set {TOKEN_ENV} or pass --token-file{hint}")
     return Secret(value)
 
 
@@ -338,6 +341,90 @@ def _read_secret_file(path: str, what: str) -> str:
     return value
 
 
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+#: Outcomes are kept in whole UTC days, at least two: longer than the API's 24 h
+#: idempotency window, so no spec is both forgotten here and forgotten there.
+MIN_OUTCOME_DAYS, MAX_OUTCOME_DAYS = 2, 90
+
+
+def _duration_s(text: str) -> float | None:
+    """``90s``, ``15m``, ``36h``, ``7d`` in seconds; ``None`` when not a duration."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS_S or not number.replace(".", "", 1).isdigit():
+        return None
+    return float(number) * _UNITS_S[unit]
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """How much of a stream Redis keeps: the newest ``count`` entries, or those younger
+    than ``age_s``; neither keeps all. Trimming is approximate (``MAXLEN ~``/``MINID ~``):
+    Redis drops whole nodes of about 100 entries, so a few more may stay."""
+
+    count: int | None = None
+    age_s: float | None = None
+
+    @classmethod
+    def parse(cls, text: str, flag: str) -> Trim:
+        """``10000`` (entries), ``7d``/``36h``/``30m``/``90s`` (age) or ``all``."""
+        value = text.strip().lower()
+        if value == "all":
+            return cls()
+        if value.isdigit() and int(value) > 0:
+            return cls(count=int(value))
+        age = _duration_s(value)
+        if age is None or age <= 0:
+            raise ConfigError(
+                f"{flag}: expected a number of entries (10000), an age (7d, 36h, 30m) "
+                f"or 'all', got {text!r}"
+            )
+        return cls(age_s=age)
+
+    def __str__(self) -> str:
+        if self.count is not None:
+            return str(self.count)
+        return "all" if self.age_s is None else f"{self.age_s:g}s"
+
+
+def outcome_days(text: str, flag: str = "--outcomes-retention") -> int:
+    """``7d`` or ``48h`` as whole days (rounded up), between MIN and MAX_OUTCOME_DAYS."""
+    age = _duration_s(text.strip())
+    if age is None:
+        raise ConfigError(
+            f"{flag}: expected an age in days or hours (7d, 48h), got {text!r}"
+        )
+    days = -int(-age // 86_400)
+    if not MIN_OUTCOME_DAYS <= days <= MAX_OUTCOME_DAYS:
+        raise ConfigError(
+            f"{flag}: outcomes are kept {MIN_OUTCOME_DAYS} to {MAX_OUTCOME_DAYS} days "
+            f"(longer than the API's 24 h idempotency window), got {text!r}"
+        )
+    return days
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRetention:
+    """What a queue keeps in Redis, so a long-lived queue's memory stays bounded.
+
+    Attributes:
+        results: the results stream's trim (``--results-retention``).
+        dead_letters: the dead-letter stream's trim (``--dead-letters-retention``).
+        outcome_days: days a settled success stays known (``--outcomes-retention``):
+            a spec queued again within them is ``exists`` without a request.
+    """
+
+    results: Trim = Trim(count=10_000)
+    dead_letters: Trim = Trim(count=10_000)
+    outcome_days: int = 7
+
+    def __post_init__(self) -> None:
+        if not MIN_OUTCOME_DAYS <= self.outcome_days <= MAX_OUTCOME_DAYS:
+            raise ConfigError(
+                f"--outcomes-retention must be {MIN_OUTCOME_DAYS} to "
+                f"{MAX_OUTCOME_DAYS} days, got {self.outcome_days}"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """How a queue worker behaves (the API side is shared with ``run``).
@@ -355,6 +442,7 @@ class WorkerSettings:
         results_path: also append every record to this JSON Lines file.
         poll_s: the longest a read waits for new messages (and for a stop to be seen).
         progress_interval_s: off a terminal, seconds between ``worker.progress`` events.
+        retention: what the queue keeps in Redis (results, dead letters, outcomes).
     """
 
     concurrency: int = 8
@@ -367,6 +455,7 @@ class WorkerSettings:
     results_path: str | None = None
     poll_s: float = 0.5
     progress_interval_s: float = 5.0
+    retention: QueueRetention = field(default_factory=QueueRetention)
 
     def __post_init__(self) -> None:
         _check_pacing(self.concurrency, self.rate_per_s, self.grace_s)
@@ -396,3 +485,35 @@ class MetricsSettings:
     port: int
     host: str = "0.0.0.0"  # noqa: S104 - an exporter is scraped from outside; --metrics-host narrows it
     probe_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class LastRunSettings:
+    """Where ``run`` leaves its series when it ends, for a scheduled run nobody scrapes.
+
+    Attributes:
+        textfile_path: a file for node_exporter's textfile collector
+            (``--metrics-textfile``), replaced atomically; it should end in ``.prom``.
+        pushgateway_url: a Prometheus Pushgateway (``--pushgateway``), pushed to
+            with ``PUT`` so that the group holds this run alone.
+        pushgateway_job: the ``job`` grouping key there (``--pushgateway-job``).
+        push_timeout_s: the longest the push may take.
+    """
+
+    textfile_path: str | None = None
+    pushgateway_url: str | None = None
+    pushgateway_job: str = "provisioner-run"
+    push_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        path = self.textfile_path
+        if path is not None and not path.endswith(".prom"):
+            warnings.warn(
+                f"--metrics-textfile {path}: node_exporter reads only files ending in .prom",
+                stacklevel=2,
+            )
+        url = self.pushgateway_url
+        if url is not None and urlsplit(url).scheme not in {"http", "https"}:
+            raise ConfigError(
+                f"--pushgateway must be an http:// or https:// URL, got {redacted_url(url)!r}"
+            )

@@ -283,6 +283,17 @@ def stop_children() -> None:
         proc.communicate(timeout=30)
 
 
+def wait_until_blocked_on_fifo(pid: int) -> None:
+    """Wait until the child sleeps in open() of a FIFO that has no writer."""
+    wchan = Path(f"/proc/{pid}/wchan")
+    eventually_sync(
+        lambda: wchan.read_text() in {"wait_for_partner", "fifo_open"},
+        timeout_s=30,
+        interval_s=0.01,
+        message="the child never blocked on the FIFO",
+    )
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
     """Wait for a child's end: its exit code and stderr."""
     _, err = proc.communicate(timeout=timeout)

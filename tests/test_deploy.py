@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,12 +14,15 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from provisioner.cli.flags import build_parser, check_combinations, resolve_env
 from provisioner.emulator.cli import build_parser as emulator_parser
 from provisioner.files.sources import JobFiles, scan
+from provisioner.observe.lastrun import RunEnd, write_textfile
 from provisioner.observe.metrics import Metrics
 from provisioner.queue.streams import queue_keys
+from provisioner.settings import MetricsSettings
 from tests.helpers import missing
 
 ROOT = Path(__file__).parent.parent
@@ -59,6 +63,7 @@ def test_every_manifest_parses_as_yaml() -> None:
         "compose.yaml",
         "cronjob.yaml",
         "keda-scaledobject.yaml",
+        "monitoring.yaml",
         "worker-hpa.yaml",
         "worker.yaml",
     ]
@@ -400,6 +405,70 @@ def test_the_hpa_scales_the_worker_deployment_on_series_provisioner_exports() ->
     assert spec["behavior"]["scaleDown"]["policies"][0]["periodSeconds"] >= grace
 
 
+# Scraping: deploy/monitoring.yaml (a Service and a PodMonitor) and the CronJob's push.
+
+MONITORING = "monitoring.yaml"
+
+
+def test_the_podmonitor_scrapes_the_workers_metrics_port() -> None:
+    """The PodMonitor selects worker.yaml's pods and scrapes /metrics on the port --metrics-port serves."""
+    deployment, pod, _ = worker()
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    monitor = of_kind(MONITORING, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in ports
+    assert f"--metrics-port={ports[endpoint['port']]}" in container["args"]
+    timeout = float(endpoint["scrapeTimeout"].removesuffix("s"))
+    assert timeout < float(endpoint["interval"].removesuffix("s"))
+    assert timeout > MetricsSettings(port=0).probe_timeout_s
+
+
+def test_the_metrics_service_selects_the_workers_and_their_metrics_port() -> None:
+    """The headless Service selects exactly the worker pods and targets their named metrics port."""
+    deployment, pod, _ = worker()
+    (container,) = pod["containers"]
+    names = {p["name"] for p in container["ports"]}
+    service = of_kind(MONITORING, "Service")
+    assert service["spec"]["clusterIP"] == "None"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"] == pod_labels
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in names
+    assert port["port"] == 9100
+
+
+def test_the_cronjob_pushes_each_run_to_a_pushgateway_without_a_secret() -> None:
+    """The CronJob's run pushes its series by PROVISIONER_PUSHGATEWAY: an http(s) URL with no credentials."""
+    (container,) = pod_of(of_kind("cronjob.yaml", "CronJob"))["containers"]
+    args = parse(container["args"], container_env(container))
+    url = urlsplit(args.pushgateway)
+    assert url.scheme in {"http", "https"}
+    assert url.username is None
+    assert url.password is None
+    assert args.pushgateway_job == "provisioner-run"
+
+
+def test_the_podmonitor_series_include_the_histogram_process_and_build_info() -> None:
+    """What the dashboards and alerts of the manual query is served: histogram, process series, build_info."""
+    served = exported_series()
+    assert {
+        "provisioner_request_duration_seconds",
+        "provisioner_requests_total",
+        "provisioner_request_errors_total",
+        "provisioner_records_total",
+        "provisioner_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "python_info",
+    } <= served
+
+
 def _kubernetes_validate() -> tuple[str, Any] | None:
     """kubernetes-validate as a module, else as a CLI on PATH, else None."""
     if importlib.util.find_spec("kubernetes_validate") is not None:
@@ -408,11 +477,79 @@ def _kubernetes_validate() -> tuple[str, Any] | None:
     return ("cli", tool) if tool else None
 
 
+def left_series(tmp_path: Path) -> set[str]:
+    """The metric names a run's --metrics-textfile really holds (histogram samples by suffix)."""
+    path = tmp_path / "run.prom"
+    metrics = Metrics()
+    metrics.request_started()
+    metrics.request_ended("create", 201, 0.1)
+    write_textfile(str(path), metrics, RunEnd(started_s=1.0, ended_s=2.0, exit_code=0))
+    return {
+        sample.name
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+
+
+def test_the_alerts_query_series_provisioner_exports(tmp_path: Path) -> None:
+    """Every series the PrometheusRule's alerts name is one a worker serves or a run pushes, under the CronJob's job."""
+    rule = of_kind(MONITORING, "PrometheusRule")
+    assert (
+        rule["metadata"]["labels"]["release"]
+        == (of_kind(MONITORING, "PodMonitor")["metadata"]["labels"]["release"])
+    )
+    served = exported_series() | {
+        f"{name}{suffix}"
+        for name in exported_series()
+        for suffix in ("_bucket", "_count", "_sum")
+    }
+    known = served | left_series(tmp_path)
+    (container,) = pod_of(of_kind("cronjob.yaml", "CronJob"))["containers"]
+    job = parse(container["args"], container_env(container)).pushgateway_job
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(rules) >= 5
+    for found in rules:
+        expr = found["expr"]
+        assert expr.count("(") == expr.count(")"), found["alert"]
+        names = set(re.findall(r"\bprovisioner_\w+", expr))
+        assert names, found["alert"]
+        assert names <= known, (found["alert"], names - known)
+        if "provisioner_run_" in expr:
+            assert f'job="{job}"' in expr
+        assert found["labels"]["severity"] in {"warning", "critical"}
+        assert found["annotations"]["summary"]
+
+
+#: API groups of custom resources (KEDA, the Prometheus Operator): not in Kubernetes' schemas.
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+
+
+def test_the_custom_resources_have_the_fields_their_crds_require() -> None:
+    """KEDA's and the Prometheus Operator's documents name their kind, a name and a spec."""
+    custom = [
+        doc
+        for path in sorted(DEPLOY.glob("*.yaml"))
+        if path.name != "compose.yaml"
+        for doc in documents(path.name)
+        if doc["apiVersion"].startswith(CUSTOM_GROUPS)
+    ]
+    assert {doc["kind"] for doc in custom} == {
+        "ScaledObject",
+        "TriggerAuthentication",
+        "PodMonitor",
+        "PrometheusRule",
+    }
+    for doc in custom:
+        assert doc["metadata"]["name"]
+        assert isinstance(doc["spec"], dict)
+
+
 def test_the_core_manifests_validate_strictly(tmp_path: Path) -> None:
     """Where kubernetes-validate is installed, every core-kind document of deploy/ passes --strict.
 
-    Its schemas are Kubernetes' own: KEDA's ScaledObject and TriggerAuthentication (CRDs)
-    are left out, and so is compose.yaml (not a Kubernetes manifest).
+    Its schemas are Kubernetes' own: KEDA's ScaledObject and TriggerAuthentication and
+    the Prometheus Operator's PodMonitor (CRDs) are left out, and so is compose.yaml
+    (not a Kubernetes manifest).
     """
     found = _kubernetes_validate()
     if found is None:
@@ -426,10 +563,10 @@ def test_the_core_manifests_validate_strictly(tmp_path: Path) -> None:
         for path in sorted(DEPLOY.glob("*.yaml"))
         if path.name != "compose.yaml"
         for doc in documents(path.name)
-        if not doc["apiVersion"].startswith("keda.sh/")
+        if not doc["apiVersion"].startswith(CUSTOM_GROUPS)
     ]
     kinds = {doc["kind"] for _, doc in core}
-    assert {"Deployment", "CronJob", "HorizontalPodAutoscaler"} <= kinds
+    assert {"Deployment", "CronJob", "HorizontalPodAutoscaler", "Service"} <= kinds
     for at, (name, doc) in enumerate(core):
         label = f"{name}: {doc['kind']}/{doc['metadata']['name']}"
         if how == "module":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import math
+import base64
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,7 +21,7 @@ from provisioner.emulator import Emulator, EmulatorConfig, FaultPlan
 from provisioner.observe.health import HealthServer, redis_check, serve
 from provisioner.observe.metrics import Metrics
 from provisioner.queue.streams import JobQueue
-from provisioner.settings import MetricsSettings, RedisSettings
+from provisioner.settings import VERSION, MetricsSettings, RedisSettings
 from tests.helpers import (
     TEST_TOKEN,
     ThreadedEmulator,
@@ -105,12 +108,36 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 RUN_TYPES = {
+    "provisioner_request_duration_seconds": "histogram",
     "provisioner_requests_total": "counter",
+    "provisioner_request_errors_total": "counter",
     "provisioner_request_retries_total": "counter",
     "provisioner_requests_in_flight": "gauge",
     "provisioner_records_total": "counter",
     "provisioner_rate_limit_requests_per_second": "gauge",
+    "provisioner_build_info": "gauge",
 }
+#: The histogram's upper bounds: API latencies from 5 ms to 30 s.
+BUCKETS = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
+    "10.0", "30.0", "+Inf",
+]  # fmt: skip
+RATE = "provisioner_rate_limit_requests_per_second"
+
+
+def buckets(scrape: Scrape, **labels: str) -> list[str]:
+    """The ``le`` bounds of the duration histogram's series with ``labels``, in order."""
+    found = [
+        dict(key)["le"]
+        for name, key in scrape.values
+        if name == "provisioner_request_duration_seconds_bucket"
+        and labels.items() <= dict(key).items()
+    ]
+    return sorted(found, key=float)
+
+
+def labels_of(scrape: Scrape, name: str) -> list[dict[str, str]]:
+    return [dict(key) for sample, key in scrape.values if sample == name]
 
 
 async def test_a_run_serves_metrics_that_move_and_its_probes(
@@ -142,15 +169,32 @@ async def test_a_run_serves_metrics_that_move_and_its_probes(
 
     assert RUN_TYPES.items() <= later.types.items()
     assert not any(name.endswith("_created") for name in later.types)
-    assert later.value("provisioner_requests_total", code="201") > first.value(
-        "provisioner_requests_total", code="201"
+    created = {"operation": "create", "code": "201"}
+    assert later.value("provisioner_requests_total", **created) > first.value(
+        "provisioner_requests_total", **created
     )
-    assert later.value("provisioner_requests_total", code="503") > 0
+    assert later.value("provisioner_requests_total", operation="create", code="503")
     assert later.value("provisioner_request_retries_total") > 0
     assert 0 <= later.value("provisioner_requests_in_flight") <= 2
-    assert later.value("provisioner_rate_limit_requests_per_second") == pytest.approx(
-        98
-    )
+    assert later.value(RATE) == pytest.approx(98)
+    ok = {"operation": "create", "outcome": "2xx"}
+    assert buckets(later, **ok) == BUCKETS
+    count = later.value("provisioner_request_duration_seconds_count", **ok)
+    assert count == later.value("provisioner_requests_total", **created)
+    assert later.value("provisioner_request_duration_seconds_bucket", le="+Inf", **ok)
+    assert later.value("provisioner_request_duration_seconds_sum", **ok) > 0.02 * count
+    assert later.value(
+        "provisioner_request_duration_seconds_count", operation="create", outcome="5xx"
+    ) == later.value("provisioner_requests_total", operation="create", code="503")
+    assert {label["outcome"] for label in labels_of(
+        later, "provisioner_request_duration_seconds_count"
+    )} <= {"2xx", "4xx", "5xx"}  # fmt: skip
+    assert labels_of(later, "provisioner_build_info") == [{"version": VERSION}]
+    assert later.value("provisioner_build_info", version=VERSION) == 1
+    assert later.types["process_cpu_seconds_total"] == "counter"
+    assert later.value("process_resident_memory_bytes") > 0
+    assert later.value("process_open_fds") > 0
+    assert later.types["python_info"] == "gauge"
     assert health == (200, "text/plain", "ok\n")
     assert ready == (200, "text/plain", "api: ok\n")
 
@@ -191,10 +235,28 @@ async def test_readyz_says_503_once_the_api_stops_answering(
     assert status == 503
     assert body.startswith("api: the last request got no answer (")
     assert health[0] == 200
-    assert math.isinf(scrape.value("provisioner_rate_limit_requests_per_second"))
-    assert any(
-        name == "provisioner_requests_total" and not dict(labels)["code"].isdigit()
-        for name, labels in scrape.values
+    assert scrape.types[RATE] == "gauge"
+    assert (RATE, frozenset()) not in scrape.values  # --rate 0: no +Inf sample
+    assert all(
+        label["code"].isdigit()
+        for label in labels_of(scrape, "provisioner_requests_total")
+    )
+    errors = labels_of(scrape, "provisioner_request_errors_total")
+    assert errors
+    assert {label["operation"] for label in errors} <= {"create", "list"}
+    assert {label["error_type"] for label in errors} <= {
+        "timeout", "connection_error", "connection_reset", "cancelled",
+    }  # fmt: skip
+    no_answer = sum(
+        scrape.value("provisioner_request_errors_total", **label)
+        for label in errors
+        if label["operation"] == "create" and label["error_type"] != "cancelled"
+    )
+    assert no_answer > 0
+    assert no_answer == scrape.value(
+        "provisioner_request_duration_seconds_count",
+        operation="create",
+        outcome="error",
     )
 
 
@@ -230,8 +292,11 @@ async def test_a_worker_serves_queue_lag_pending_and_redis_readiness(
     assert 0 < later.value(lag) < first.value(lag) <= 120
     assert 0 <= later.value("provisioner_queue_pending_messages") <= 2
     assert later.value("provisioner_queue_dead_letters_messages") == 0
-    assert later.value("provisioner_requests_total", code="201") >= 5
-    assert math.isinf(later.value("provisioner_rate_limit_requests_per_second"))
+    assert (
+        later.value("provisioner_requests_total", operation="create", code="201") >= 5
+    )
+    assert (RATE, frozenset()) not in later.values  # --rate 0: no +Inf sample
+    assert later.value("process_resident_memory_bytes") > 0
     assert ready == (200, "text/plain", "redis: ok\napi: ok\n")
 
 
@@ -290,3 +355,200 @@ def test_an_impossible_metrics_port_is_a_usage_error(value, write_jobs, capsys):
 
     assert code == 2
     assert "--metrics-port" in capsys.readouterr().err
+
+
+# --- the last run: --metrics-textfile and --pushgateway ------------------------
+
+
+def families(text: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    """Every sample of a text exposition, by name and labels."""
+    found: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[frozenset(sample.labels.items())] = (
+                sample.value
+            )
+    return found
+
+
+def run_main(jobs: Path, emulator: Emulator, results: Path, *extra: str) -> int:
+    return main([
+        "run", str(jobs), "--api-url", emulator.url, "--results", str(results),
+        "--no-progress", "--backoff", "0", "--max-attempts", "1", *extra,
+    ])  # fmt: skip
+
+
+def test_a_run_leaves_its_series_in_a_textfile_and_keeps_the_last_success(
+    make_live_emulator, write_jobs, tmp_path, monkeypatch
+):
+    """--metrics-textfile holds the last run's histogram, counters and exit code, and a failed run keeps the last success."""
+    monkeypatch.setenv("QODER_PAT", TEST_TOKEN)
+    textfile = tmp_path / "provisioner.prom"
+    good = make_live_emulator()
+    code = run_main(write_jobs(make_specs(5)), good, tmp_path / "a.jsonl",
+                    "--metrics-textfile", str(textfile))  # fmt: skip
+    first = families(textfile.read_text())
+    down = make_live_emulator(faults=FaultPlan(error_503=1.0, seed=1))
+    failed = run_main(write_jobs(make_specs(2, prefix="other")), down,
+                      tmp_path / "b.jsonl", "--metrics-textfile", str(textfile))  # fmt: skip
+    second = families(textfile.read_text())
+
+    assert (code, failed) == (0, 1)
+    ok = frozenset({("operation", "create"), ("outcome", "2xx")})
+    assert first["provisioner_request_duration_seconds_count"][ok] == 5
+    assert first["provisioner_records_total"][frozenset({("status", "created")})] == 5
+    assert first["provisioner_build_info"] == {frozenset({("version", VERSION)}): 1}
+    assert first["provisioner_run_exit_code"][frozenset()] == 0
+    start = first["provisioner_run_start_timestamp_seconds"][frozenset()]
+    end = first["provisioner_run_end_timestamp_seconds"][frozenset()]
+    assert 0 < start <= end
+    success = first["provisioner_run_last_success_timestamp_seconds"][frozenset()]
+    assert success == end
+    assert not [name for name in first if name.startswith(("process_", "python_"))]
+    assert second["provisioner_run_exit_code"][frozenset()] == 1
+    assert second["provisioner_run_end_timestamp_seconds"][frozenset()] > end
+    assert (
+        second["provisioner_run_last_success_timestamp_seconds"][frozenset()] == success
+    )
+    fails = frozenset({("operation", "create"), ("outcome", "5xx")})
+    assert second["provisioner_request_duration_seconds_count"][fails] == 2
+    assert ok not in second["provisioner_request_duration_seconds_count"]
+    assert [p.name for p in tmp_path.glob("provisioner.prom*")] == ["provisioner.prom"]
+
+
+@dataclass
+class Pushgateway:
+    """A stand-in Pushgateway on loopback: what was pushed, and how."""
+
+    url: str
+    pushes: list[tuple[str, str, dict[str, str], str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def pushgateway() -> Iterator[Pushgateway]:
+    gateway = Pushgateway(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            gateway.pushes.append(
+                (self.command, self.path, dict(self.headers), body.decode())
+            )
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    gateway.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield gateway
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_run_pushes_its_series_to_a_pushgateway_with_basic_auth_from_env(
+    live_emulator, write_jobs, monkeypatch, pushgateway, capsys
+):
+    """--pushgateway PUTs the run's series to /metrics/job/<job>; a user:password from PROVISIONER_PUSHGATEWAY becomes basic auth."""
+    monkeypatch.setenv("QODER_PAT", TEST_TOKEN)
+    with_login = pushgateway.url.replace("http://", "http://ops:s3cr%3At@")
+    monkeypatch.setenv("PROVISIONER_PUSHGATEWAY", with_login)
+    code = run_main(write_jobs(make_specs(3)), live_emulator, Path("-"),
+                    "--pushgateway-job", "nightly")  # fmt: skip
+
+    assert code == 0, capsys.readouterr().err
+    ((method, path, headers, body),) = pushgateway.pushes
+    assert (method, path) == ("PUT", "/metrics/job/nightly")
+    assert (
+        headers["Authorization"] == "Basic " + base64.b64encode(b"ops:s3cr:t").decode()
+    )
+    pushed = families(body)
+    ok = frozenset({("operation", "create"), ("outcome", "2xx")})
+    assert pushed["provisioner_request_duration_seconds_count"][ok] == 3
+    assert pushed["provisioner_run_exit_code"][frozenset()] == 0
+    assert "provisioner_build_info" in pushed
+    assert "s3cr" not in capsys.readouterr().err
+
+
+def test_a_pushgateway_password_on_the_command_line_is_refused(write_jobs, capsys):
+    """A --pushgateway URL with a password is a usage error that does not echo it (ps would show it)."""
+    code = main(["run", str(write_jobs(make_specs(1))),
+                 "--pushgateway", "http://ops:hunter2@127.0.0.1:9091"])  # fmt: skip
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "PROVISIONER_PUSHGATEWAY" in err
+    assert "hunter2" not in err
+
+
+def test_an_unreachable_pushgateway_is_a_warning_not_a_failed_run(
+    live_emulator, write_jobs, tmp_path, monkeypatch, capsys
+):
+    """When the push fails the run still exits 0, saying so in one warning line."""
+    monkeypatch.setenv("QODER_PAT", TEST_TOKEN)
+    port = free_port()
+    code = run_main(write_jobs(make_specs(2)), live_emulator, tmp_path / "r.jsonl",
+                    "--pushgateway", f"http://127.0.0.1:{port}")  # fmt: skip
+
+    assert code == 0
+    (line,) = [
+        line for line in capsys.readouterr().err.splitlines() if "--pushgateway" in line
+    ]
+    assert line.startswith(
+        f"provisioner: warning: --pushgateway http://127.0.0.1:{port}: "
+    )
+
+
+def test_a_textfile_in_a_missing_folder_is_a_usage_error(write_jobs, tmp_path, capsys):
+    """--metrics-textfile in a folder that does not exist stops the run before anything is sent."""
+    code = main(["run", str(write_jobs(make_specs(1))), "--sandbox",
+                 "--metrics-textfile", str(tmp_path / "nowhere" / "p.prom")])  # fmt: skip
+
+    assert code == 2
+    assert "--metrics-textfile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [(200, "2xx"), (201, "2xx"), (409, "4xx"), (429, "4xx"), (503, "5xx"),
+     ("timeout", "error"), ("connection_reset", "error"), ("cancelled", "cancelled")],
+)  # fmt: skip
+def test_a_request_is_classed_by_its_answer(code, outcome):
+    """An HTTP status counts under its class and its code; an error type only under error_type."""
+    metrics = Metrics()
+    metrics.request_started()
+    metrics.request_ended("create", code, 0.004)
+    scrape = families(metrics.render().decode())
+
+    ended = frozenset({("operation", "create"), ("outcome", outcome)})
+    assert scrape["provisioner_request_duration_seconds_count"] == {ended: 1}
+    assert (
+        scrape["provisioner_request_duration_seconds_bucket"][ended | {("le", "0.005")}]
+        == 1
+    )
+    answered = scrape.get("provisioner_requests_total", {})
+    errors = scrape.get("provisioner_request_errors_total", {})
+    if isinstance(code, int):
+        assert answered == {
+            frozenset({("operation", "create"), ("code", str(code))}): 1
+        }
+        assert errors == {}
+    else:
+        assert answered == {}
+        assert errors == {frozenset({("operation", "create"), ("error_type", code)}): 1}
+    assert scrape["provisioner_requests_in_flight"] == {frozenset(): 0}
+
+
+@pytest.mark.parametrize("value", ["pushgateway:9091", "ftp://host", "http://[::1"])
+def test_an_impossible_pushgateway_url_is_a_usage_error(value, write_jobs, capsys):
+    """--pushgateway takes an http:// or https:// URL with a host; anything else is refused at the door."""
+    code = main(["run", str(write_jobs(make_specs(1))), "--pushgateway", value])
+
+    assert code == 2
+    assert "--pushgateway" in capsys.readouterr().err

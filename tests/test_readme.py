@@ -268,7 +268,8 @@ def test_the_progress_example_has_the_fields_of_a_real_event() -> None:
     example = orjson.loads(line)
     real = ProgressLog(total=1, interval_s=5, clock=lambda: 100.0).snapshot(100.0)
     assert list(example)[: len(real)] == list(real)
-    assert set(example) - set(real) == {"event", "level", "timestamp"}
+    # structlog adds the event's name, level and time; the command binds its run_id.
+    assert set(example) - set(real) == {"event", "run_id", "level", "timestamp"}
 
 
 def nav_pages() -> list[str]:

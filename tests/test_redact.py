@@ -43,3 +43,46 @@ def test_control_and_bidi_characters_are_shown_as_escapes():
         printable("team-\x1b[31mred\u202eevil\n") == "team-\\x1b[31mred\\u202eevil\\x0a"
     )
     assert printable("plain name") == "plain name"
+
+
+PROSE = (
+    "Basic environment for payments; the bearer of this key asks for a token budget. "
+    "Basic setup, Bearer notes, token: expired, key: owner, see https://docs.example/a:b"
+)
+
+
+def test_prose_about_credentials_is_left_alone():
+    """Words such as basic, bearer, token and key in a message are not masked."""
+    assert Scrubber([TOKEN])(PROSE) == PROSE
+    error = "HTTP 400 invalid_request_error: Basic environment for payments: name taken"
+    assert Scrubber([TOKEN])(error) == error
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "Authorization: ***"),
+        ("header: Basic YWxhZGRpbjpvcGVuc2VzYW1l", "YWxhZGRpbjpv", "Basic ***"),
+        ("sent Bearer sk-live-4f9a8b7c6d5e", "sk-live-4f9a", "Bearer ***"),
+        ("Authorization: Bearer abc", "abc", "Authorization: ***"),
+        ("GET /x?token=abc&page=2", "abc", "token=***&page=2"),
+        ('{"token":"short"}', "short", '"token":"***"'),
+        ("token: 9f8e7d6c5b4a3210", "9f8e7d6c5b4a", "token: ***"),
+        ("api_key: hunter", "hunter", "api_key: ***"),
+        ("X-Api-Key: sesame", "sesame", "X-Api-Key: ***"),
+        ('{"access_token": "opensesame"}', "opensesame", '"access_token": "***"'),
+        ("password=letmein", "letmein", "password=***"),
+        (
+            "proxy http://alice:s3cr3t@proxy.example:3128 refused",
+            "s3cr3t",
+            "http://alice:***@proxy.example:3128",
+        ),
+        ("redis://:p@ss@redis.example/0", "p@ss", "redis://:***@redis.example/0"),
+        (f"echoed {TOKEN[3:]}{TOKEN}x", TOKEN, "echoed"),
+    ],
+)
+def test_every_credential_shape_is_masked(text, secret, kept):
+    """Credentials in headers, query strings, fields and URLs are masked; their labels stay."""
+    scrubbed = Scrubber([TOKEN])(text)
+    assert secret not in scrubbed
+    assert kept in scrubbed

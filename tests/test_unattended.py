@@ -25,6 +25,7 @@ from tests.helpers import (
     records,
     run_cli,
     spawn_cli,
+    wait_until_blocked_on_fifo,
 )
 
 pytestmark = pytest.mark.slow
@@ -261,14 +262,3 @@ def test_a_signal_while_reading_a_fifo_stops_at_once(tmp_path, command, sig):
 
     assert proc.returncode == 130
     assert "Traceback" not in stderr
-
-
-def wait_until_blocked_on_fifo(pid: int) -> None:
-    """Wait until the child sleeps in open() of a FIFO that has no writer."""
-    wchan = Path(f"/proc/{pid}/wchan")
-    eventually_sync(
-        lambda: wchan.read_text() in {"wait_for_partner", "fifo_open"},
-        timeout_s=30,
-        interval_s=0.01,
-        message="the child never blocked on the FIFO",
-    )

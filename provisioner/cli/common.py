@@ -11,22 +11,28 @@ import contextlib
 import os
 import secrets
 import sys
+import time
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import orjson
+
 from provisioner.cli.flags import AUTO_RATE
 from provisioner.errors import ConfigError, SpecError
+from provisioner.files.sources import ScanReport
+from provisioner.observe import log
 from provisioner.observe.meter import NO_METER, Meter
 from provisioner.pacing.limiter import RateLimiter, rate_of
 from provisioner.pacing.retry import RetryPolicy
 from provisioner.pacing.stopping import StopKind
 from provisioner.redact import Scrubber, Secret, printable
-from provisioner.settings import ApiSettings, MetricsSettings
+from provisioner.settings import ApiSettings, LastRunSettings, MetricsSettings
 
 if TYPE_CHECKING:  # only a worker has a queue: run does not import Redis
+    from provisioner.observe.metrics import Metrics
     from provisioner.queue.streams import JobQueue
 
 
@@ -56,9 +62,38 @@ STOP_EXITS = {
 }
 
 
-def say(text: str, scrub: Scrubber = Scrubber()) -> None:  # noqa: B008 - immutable
-    """One line on stderr, secrets masked and control characters made visible."""
-    print(f"provisioner: {printable(scrub(text))}", file=sys.stderr)
+#: The event of a message that names none, by its level (from its ``error:``/``warning:``).
+_MESSAGE_EVENTS = {
+    "error": "command.failed",
+    "warning": "command.warned",
+    "info": "command.noted",
+}
+
+
+def say(
+    text: str,
+    scrub: Scrubber = Scrubber(),  # noqa: B008 - immutable
+    *,
+    event: str | None = None,
+    level: str | None = None,
+    **fields: Any,
+) -> None:
+    """One line on stderr, secrets masked and control characters made visible.
+
+    With ``--log-format json`` the line is the event ``event`` instead, at
+    ``level`` (by default the text's ``error:``/``warning:`` prefix, else info; the
+    event by default ``command.failed``, ``command.warned`` or ``command.noted``),
+    the text in its ``message``, with ``fields``.
+    """
+    text = scrub(text)
+    if not log.is_event_stream():
+        print(f"provisioner: {printable(text)}", file=sys.stderr)
+        return
+    prefix, _, rest = text.partition(": ")
+    if prefix not in _MESSAGE_EVENTS or prefix == "info":
+        prefix, rest = "info", text
+    level = level or prefix
+    log.message(event or _MESSAGE_EVENTS[level], rest, level=level, **fields)
 
 
 def confirm(
@@ -86,15 +121,54 @@ def confirm(
     return ExitCode.FAILED
 
 
+#: The version of every ``--format json`` document (its first field, ``format_version``):
+#: fields may be added, never renamed or given another meaning.
+FORMAT_VERSION = 1
+
+
+def print_json(document: Mapping[str, Any]) -> None:
+    """``document`` as the one JSON document on stdout, ``format_version`` first."""
+    data = {"format_version": FORMAT_VERSION, **document}
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def validation_document(report: ScanReport) -> dict[str, Any]:
+    """What ``validate --format json`` prints (and ``enqueue`` for invalid specs)."""
+    return {
+        "valid": report.valid == report.total,
+        "total": report.total,
+        "invalid": report.total - report.valid,
+        "errors": [
+            {"source": e.source, "line": e.line, "field": e.field, "reason": e.reason}
+            for e in report.errors
+        ],
+    }
+
+
 def stdin_stream() -> BinaryIO | None:
     """What ``-`` reads."""
     return sys.stdin.buffer if sys.stdin is not None else None
 
 
 def print_errors(errors: Sequence[SpecError]) -> None:
-    """Every located spec error, one line each, control characters escaped."""
+    """Every located spec error, one line each, control characters escaped.
+
+    With ``--log-format json`` each is a ``spec.rejected`` event: ``source``
+    (``file:line``, as in a record), ``field``, ``reason``, the line in ``message``.
+    """
     for error in errors:
-        print(printable(str(error)), file=sys.stderr)
+        if log.is_event_stream():
+            log.message(
+                "spec.rejected",
+                str(error),
+                level="error",
+                source=error.where,
+                field=error.field,
+                reason=error.reason,
+            )
+        else:
+            print(printable(str(error)), file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -104,7 +178,7 @@ def warnings_to_stderr() -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     for warning in caught:
-        print(f"provisioner: warning: {warning.message}", file=sys.stderr)
+        say(f"warning: {warning.message}", event="settings.warned")
 
 
 def pacing(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,6 +197,42 @@ def metrics_settings(args: argparse.Namespace) -> MetricsSettings | None:
     return MetricsSettings(port=int(args.metrics_port), host=args.metrics_host)
 
 
+def last_run_settings(args: argparse.Namespace) -> LastRunSettings | None:
+    """Where ``run`` leaves its series when it ends: ``None`` without either flag."""
+    if args.metrics_textfile is None and args.pushgateway is None:
+        return None
+    if args.metrics_textfile is not None:
+        folder = Path(args.metrics_textfile).parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--metrics-textfile {args.metrics_textfile}: no folder {folder}"
+            )
+    with warnings_to_stderr():
+        return LastRunSettings(
+            textfile_path=args.metrics_textfile,
+            pushgateway_url=args.pushgateway,
+            pushgateway_job=args.pushgateway_job,
+        )
+
+
+def new_metrics() -> Metrics:
+    """A fresh :class:`Metrics`; prometheus-client is imported only now."""
+    from provisioner.observe.metrics import Metrics  # noqa: PLC0415 - only with metrics flags
+
+    return Metrics()
+
+
+def leave_last_run(
+    settings: LastRunSettings, metrics: Metrics, *, started_s: float, exit_code: int
+) -> None:
+    """Write ``--metrics-textfile`` and push to ``--pushgateway``; a failure is one warning."""
+    from provisioner.observe.lastrun import RunEnd, leave  # noqa: PLC0415 - only with the flags
+
+    end = RunEnd(started_s=started_s, ended_s=time.time(), exit_code=exit_code)
+    for problem in leave(settings, metrics, end):
+        say(f"warning: {problem}", event="metrics.export_failed")
+
+
 @contextlib.asynccontextmanager
 async def open_meter(
     settings: MetricsSettings | None,
@@ -130,14 +240,19 @@ async def open_meter(
     limiter: RateLimiter,
     queue: JobQueue | None = None,
     group: str = "",
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Meter]:
-    """:data:`NO_METER` without ``--metrics-port``; with it, the served endpoints' meter.
+    """:data:`NO_METER` without ``--metrics-port`` or ``metrics``; else a counting meter.
 
     prometheus-client and the health server are imported only here, only then. With
-    a ``queue``, ``/readyz`` pings Redis and each scrape reads the group's lag.
+    a ``queue``, ``/readyz`` pings Redis and each scrape reads the group's lag. With
+    ``metrics`` (a run's ``--metrics-textfile`` or ``--pushgateway``) that is the
+    meter, served as well with ``--metrics-port``.
     """
     if settings is None:
-        yield NO_METER
+        if metrics is not None:
+            metrics.watch_rate(lambda: rate_of(limiter))
+        yield NO_METER if metrics is None else metrics
         return
     from provisioner.observe.health import exporter  # noqa: PLC0415 - only --metrics-port
 
@@ -146,6 +261,7 @@ async def open_meter(
         rate=lambda: rate_of(limiter),
         ping=None if queue is None else queue.ping,
         queue_status=None if queue is None else lambda: queue.status(group),
+        metrics=metrics,
     ) as meter:
         yield meter
 
@@ -177,6 +293,8 @@ def api_settings(args: argparse.Namespace) -> ApiSettings:
             timeout_s=float(args.timeout),
             ca_file=args.ca_file,
             allow_insecure_http=bool(args.allow_insecure_http),
+            # Only run has --sandbox: plan, teardown and worker need a real API.
+            token_hint=" (or use --sandbox)" if hasattr(args, "sandbox") else "",
             **proxy_setting(args),
         )
 
@@ -208,12 +326,18 @@ def proxy_setting(args: argparse.Namespace) -> dict[str, Any]:
 __all__ = [
     "ExitCode",
     "api_settings",
+    "last_run_settings",
+    "leave_last_run",
     "metrics_settings",
+    "new_metrics",
+    "open_meter",
     "pacing",
     "print_errors",
+    "print_json",
     "proxy_setting",
     "retry_policy",
     "say",
     "stdin_stream",
+    "validation_document",
     "warnings_to_stderr",
 ]

@@ -19,10 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from provisioner.cli import eventloop
-from provisioner.cli.common import ExitCode, confirm, say
+from provisioner.cli.common import ExitCode, confirm, print_json, say
 from provisioner.cli.flags import UsageError
 from provisioner.cli.queue import ONE_SHOT_RETRIES, redis_settings
 from provisioner.queue.message import read_message
@@ -77,7 +75,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace, settings: RedisSettings) -> int:
     found = eventloop.run(_select(settings, args))
     if args.format == "json":
-        _print_json(_listing(settings, found.letters))
+        print_json(_listing(settings, found.letters))
     else:
         sys.stdout.write(render_list(found.letters, settings))
     return ExitCode.OK
@@ -90,7 +88,7 @@ def _show(args: argparse.Namespace, settings: RedisSettings) -> int:
         return ExitCode.FAILED
     (letter,) = found.letters
     if args.format == "json":
-        _print_json(letter.to_dict())
+        print_json(letter.to_dict())
     else:
         sys.stdout.write(render_letter(letter, settings))
     return ExitCode.OK
@@ -152,7 +150,7 @@ def _replay(args: argparse.Namespace, settings: RedisSettings) -> int:
             return refused
         done = eventloop.run(_replay_all(settings, found.letters))
     if args.format == "json":
-        _print_json(_replay_report(settings, done, found.missing))
+        print_json(_replay_report(settings, done, found.missing))
     else:
         _print_replayed(settings, done)
     failed = done.invalid or done.gone or found.missing
@@ -176,7 +174,7 @@ def _purge(args: argparse.Namespace, settings: RedisSettings) -> int:
         purged = eventloop.run(_purge_all(settings, ids))
     if args.format == "json":
         report = {"stream": settings.stream, "purged": purged, "missing": found.missing}
-        _print_json(report)
+        print_json(report)
     else:
         print(f"purged {purged} dead letters of stream {settings.stream}")
     return ExitCode.FAILED if found.missing else ExitCode.OK
@@ -279,10 +277,6 @@ async def _purge_all(settings: RedisSettings, ids: Sequence[str]) -> int:
         return await queue.purge_dead_letters(ids)
     finally:
         await queue.close()
-
-
-def _print_json(data: Any) -> None:
-    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
 _ACTIONS: dict[str, Action] = {

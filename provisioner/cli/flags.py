@@ -16,18 +16,25 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
+from provisioner.errors import ConfigError
 from provisioner.pacing.retry import RetryPolicy
 from provisioner.proxy import DIRECT, has_password
+from provisioner.redact import redacted_url
 from provisioner.settings import (
     DEFAULT_REDIS_URL,
     REDIS_URL_ENV,
     VERSION,
     ApiSettings,
+    LastRunSettings,
     MetricsSettings,
+    QueueRetention,
     RedisSettings,
     RunSettings,
+    Trim,
     WorkerSettings,
+    outcome_days,
 )
 
 USAGE_EXIT = 2
@@ -35,6 +42,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "console", "json")
 ON_CONFLICT = ("exists", "fail")
 SANDBOX_RESULTS = "results.sandbox.jsonl"
+#: A path of ``-``: stdin for what a command reads, stdout for what it writes.
+STDIO = "-"
 AUTO_RATE = "auto"
 MAX_PORT = 65535
 COMPLETION_SHELLS = ("bash", "zsh")
@@ -51,19 +60,44 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Errors are one line on stderr and exit 2; values are never echoed for unknown options."""
+    """Errors are one line on stderr and exit 2; values are never echoed for unknown options.
+
+    An error names the help of the command it is about (``provisioner plan --help``),
+    even for the arguments argparse leaves over for the top-level parser to refuse.
+    """
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> argparse.Namespace:
+        parsed: argparse.Namespace
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._commands().get(getattr(parsed, "command", None) or "")
+            (command or self).error(_UNKNOWN + " ".join(extras))
+        return parsed
+
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            # argparse has no public accessor for its subcommands' parsers.
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
 
     def error(self, message: str) -> NoReturn:
         if message.startswith(_UNKNOWN):
-            message = _unknown_message(message.removeprefix(_UNKNOWN).split())
+            words = message.removeprefix(_UNKNOWN).split()
+            message = _unknown_message(
+                words, has_token_file="--token-file" in self._option_string_actions
+            )
         self.exit(
             USAGE_EXIT, f"provisioner: error: {message} (see {self.prog} --help)\n"
         )
 
 
-def _unknown_message(words: Sequence[str]) -> str:
+def _unknown_message(words: Sequence[str], *, has_token_file: bool) -> str:
     options = [w.split("=", 1)[0] for w in words if w.startswith("-")]
-    if any(o in {"--token", "--pat", "--api-key"} for o in options):
+    # A command that sends no request (enqueue, report) takes no token at all.
+    if has_token_file and any(o in {"--token", "--pat", "--api-key"} for o in options):
         return (
             "the token is never a command-line value (it would show in ps): "
             "set QODER_PAT or use --token-file"
@@ -152,6 +186,16 @@ def _path(text: str) -> str:
     return text
 
 
+def _file(text: str) -> str:
+    """A path that must name a file: ``-`` (stdin or stdout) cannot stand for it."""
+    if text.strip() == STDIO:
+        raise argparse.ArgumentTypeError(
+            "expected a file, got - (stdin and stdout are for job files, result logs "
+            "and summaries; this flag needs a file)"
+        )
+    return _path(text)
+
+
 def _proxy(text: str) -> str:
     value = text.strip()
     if not value:
@@ -169,6 +213,29 @@ def _proxy_on_argv(text: str) -> str:
             "PROVISIONER_PROXY or a file named by --proxy-file"
         )
     return _proxy(text)
+
+
+def _url(text: str) -> str:
+    value = text.strip()
+    try:
+        has_host = bool(urlsplit(value).hostname)
+    except ValueError:
+        has_host = False
+    if not value.startswith(("http://", "https://")) or not has_host:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL, got {redacted_url(value)!r}"
+        )
+    return value
+
+
+def _url_on_argv(text: str) -> str:
+    # Whatever is on the command line shows in `ps` to every user of the host.
+    if has_password(text):
+        raise argparse.ArgumentTypeError(
+            "the URL holds a password, which would show in ps: put it in "
+            "PROVISIONER_PUSHGATEWAY"
+        )
+    return _url(text)
 
 
 def _switch(text: str) -> bool:
@@ -211,6 +278,19 @@ class Flag:
         return self.envs or (self.env,)
 
 
+def _checked(parse: Callable[[str, str], Any], flag: str) -> Convert:
+    """``parse(text, flag)``, its ConfigError as argparse's error (the flag named once)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text, flag)
+        except ConfigError as exc:
+            message = str(exc).removeprefix(f"{flag}: ")
+            raise argparse.ArgumentTypeError(message) from None
+
+    return convert
+
+
 def _positive(kind: type) -> Convert:
     return _number(kind, 0, strict=True)
 
@@ -218,10 +298,10 @@ def _positive(kind: type) -> Convert:
 FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--sandbox", None, False, "run against an emulator started in-process, with a throwaway token"),
     Flag("--sandbox-faults", str, None, "with --sandbox: the emulator's faults, e.g. error_503=0.05,reset_after_commit=0.02,latency_ms=20,seed=7", "LIST"),
-    Flag("--token-file", _path, None, "read the token from this file instead of $QODER_PAT", "PATH"),
-    Flag("--ca-file", _path, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
+    Flag("--token-file", _file, None, "read the token from this file instead of $QODER_PAT", "PATH"),
+    Flag("--ca-file", _file, None, "trust the CA certificates in this PEM file (a private CA); $SSL_CERT_FILE works too", "PATH"),
     Flag("--proxy", _proxy, None, f"send API requests through this proxy (http://host:port; https goes through CONNECT); {DIRECT} = connect directly, whatever HTTPS_PROXY says. A password belongs in PROVISIONER_PROXY or --proxy-file, never here (default: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY, less NO_PROXY)", "URL", argv_convert=_proxy_on_argv),
-    Flag("--proxy-file", _path, None, "read the proxy URL, which may hold user:password@, from this file", "PATH"),
+    Flag("--proxy-file", _file, None, "read the proxy URL, which may hold user:password@, from this file", "PATH"),
     Flag("--allow-insecure-http", None, False, "allow a plain http:// API URL that is not loopback (sends the token unencrypted)"),
     Flag("--concurrency", _number(int, 1), _default(RunSettings, "concurrency"), "requests in flight at most (default %(default)s)", "N"),
     Flag("--rate", _rate, _default(RunSettings, "rate_per_s"), "requests per second at most (for a worker: shared by every worker of the stream); 0 = unlimited; auto = find the server's limit (a worker's pool learns it together) (default %(default)s)", "R"),
@@ -232,7 +312,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--backoff-max", _number(float, 0), _default(RetryPolicy, "wait_max_s"), "longest backoff between attempts, in seconds (default %(default)s)", "S"),
     Flag("--grace", _number(float, 0), _default(RunSettings, "grace_s"), "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)", "S"),
     Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (run: default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS}; worker: none; archive/delete: default FROM with .archive.jsonl/.delete.jsonl for .jsonl)", "PATH"),
-    Flag("--summary", _path, None, "also write the run summary as JSON to this file", "PATH"),
+    Flag("--summary", _path, None, "also write the run summary as JSON to this file; - for stdout", "PATH"),
     Flag("--skip-invalid", None, False, "record invalid specs as 'invalid' and run the rest"),
     Flag("--on-conflict", _choice(ON_CONFLICT), _default(RunSettings, "on_conflict"), "a name that already exists is 'exists' or a failure (default %(default)s)", "{exists,fail}"),
     Flag("--resume", None, _default(RunSettings, "resume"), "skip specs the result log already has as created/exists for this API (default on)", negatable=True),
@@ -242,25 +322,31 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--no-progress", None, False, "no progress bar on a terminal, no progress events elsewhere"),
     Flag("--progress-interval", _positive(float), _default(RunSettings, "progress_interval_s"), "off a terminal, seconds between progress log events (run.progress, worker.progress) (default %(default)s)", "S"),
     Flag("--redis", _path, None, f"Redis URL, redis:// or rediss:// (TLS) (default {DEFAULT_REDIS_URL}; also $REDIS_URL)", "URL", envs=("PROVISIONER_REDIS", REDIS_URL_ENV)),
-    Flag("--redis-password-file", _path, None, "read the Redis password from this file", "PATH"),
-    Flag("--redis-ca-file", _path, None, "trust the CA certificates in this PEM file for rediss:// (a private CA)", "PATH"),
+    Flag("--redis-password-file", _file, None, "read the Redis password from this file", "PATH"),
+    Flag("--redis-ca-file", _file, None, "trust the CA certificates in this PEM file for rediss:// (a private CA)", "PATH"),
     Flag("--stream", _name, _default(RedisSettings, "stream"), "the queue's name (default %(default)s)", "NAME"),
     Flag("--group", _name, _default(RedisSettings, "group"), "the consumer group of the workers (default %(default)s)", "NAME"),
     Flag("--consumer", _name, None, "this worker's name in the group (default HOST-PID)", "NAME"),
     Flag("--claim-idle", _positive(float), _default(WorkerSettings, "claim_idle_s"), "seconds a message may stay unacknowledged before another worker takes it over (default %(default)s)", "S"),
     Flag("--max-deliveries", _number(int, 1), _default(WorkerSettings, "max_deliveries"), "deliveries of one message before it goes to the dead letters (default %(default)s)", "N"),
     Flag("--exit-when-empty", None, False, "stop once the stream is drained and nothing is pending (one-shot tasks)"),
+    Flag("--results-retention", _checked(Trim.parse, "--results-retention"), _default(QueueRetention, "results"), "what the results stream keeps: the newest N records, those younger than an age (7d, 36h, 30m), or all (default %(default)s)", "N|AGE"),
+    Flag("--dead-letters-retention", _checked(Trim.parse, "--dead-letters-retention"), _default(QueueRetention, "dead_letters"), "what the dead-letter stream keeps, as --results-retention (default %(default)s)", "N|AGE"),
+    Flag("--outcomes-retention", _checked(outcome_days, "--outcomes-retention"), _default(QueueRetention, "outcome_days"), "how long a settled spec stays known, so queuing it again sends nothing: whole days (7d, 48h), 2 to 90 (default %(default)s days)", "AGE"),
     Flag("--format", _choice(("text", "json")), "text", "text or json (default %(default)s)", "{text,json}"),
     Flag("--update", None, False, "update environments that exist with another description, config or metadata in place (same id); without it, that drift is only reported"),
     Flag("--detailed-exitcode", None, False, "exit 2 when the plan has changes (0: none, 1: error), as terraform plan does"),
-    Flag("--from", _path, None, "the result log of the run whose environments to tear down (required)", "RESULTS"),
+    Flag("--from", _file, None, "the result log of the run whose environments to tear down (required)", "RESULTS"),
     Flag("--include-existing", None, False, "also act on environments the run found already there (exists, updated), not only those it created"),
     Flag("--yes", None, False, "do not ask for confirmation (needed without a terminal)"),
     Flag("--reason", _name, None, "only the dead letters whose reason contains this text, any case (default: all)", "TEXT"),
     Flag("--limit", _number(int, 1), None, "at most this many dead letters, oldest first (default: all)", "N"),
     Flag("--metrics-port", _port, None, "serve Prometheus /metrics, /healthz and /readyz on this port; 0 picks a free one (default: off)", "PORT"),
     Flag("--metrics-host", _name, _default(MetricsSettings, "host"), "the address --metrics-port listens on (default %(default)s, every interface)", "HOST"),
-    Flag("--html", _path, None, "also write a self-contained HTML report with charts to this file", "PATH"),
+    Flag("--metrics-textfile", _file, None, "when the run ends, write its series to this file for node_exporter's textfile collector (atomically; name it *.prom)", "PATH"),
+    Flag("--pushgateway", _url, None, "when the run ends, push its series to this Prometheus Pushgateway (http://host:9091); a user:password@ belongs in PROVISIONER_PUSHGATEWAY, never here", "URL", argv_convert=_url_on_argv),
+    Flag("--pushgateway-job", _name, _default(LastRunSettings, "pushgateway_job"), "the job label of the --pushgateway group (default %(default)s)", "NAME"),
+    Flag("--html", _path, None, "also write a self-contained HTML report with charts to this file; - for stdout, in place of the summary", "PATH"),
 )}  # fmt: skip
 
 _API = (
@@ -274,19 +360,23 @@ _TEARDOWN = (
     "--from", "--results", "--include-existing", "--yes", "--token-file", "--ca-file",
     "--proxy", "--proxy-file", "--allow-insecure-http", "--concurrency", "--rate", "--timeout", "--max-attempts",
     "--deadline", "--backoff", "--backoff-max", "--grace", "--log-format", "--log-level",
+    "--format",
 )  # fmt: skip
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress",
-            "--progress-interval", "--update", "--metrics-port", "--metrics-host"),
+            "--progress-interval", "--update", "--metrics-port", "--metrics-host",
+            "--metrics-textfile", "--pushgateway", "--pushgateway-job"),
     "plan": ("--token-file", "--ca-file", "--proxy", "--proxy-file",
              "--allow-insecure-http", "--rate", "--timeout",
              "--max-attempts", "--deadline", "--backoff", "--backoff-max",
              "--log-format", "--log-level", "--format", "--detailed-exitcode"),
-    "enqueue": (*_REDIS, "--log-format", "--log-level"),
+    "validate": ("--format",),
+    "enqueue": (*_REDIS, "--log-format", "--log-level", "--format"),
     "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
-               "--exit-when-empty", "--results", *_API, "--metrics-port", "--metrics-host",
-               "--progress-interval"),
+               "--exit-when-empty", "--results-retention", "--dead-letters-retention",
+               "--outcomes-retention", "--results", *_API, "--metrics-port", "--metrics-host",
+               "--progress-interval", "--format"),
     "queue-status": (*_REDIS, "--group", "--format"),
     "dead-letters": (*_REDIS, "--reason", "--limit", "--format", "--yes"),
     "report": ("--format", "--html"),
@@ -434,7 +524,10 @@ def _add_report(sub: Any) -> None:
         allow_abbrev=False,
     )
     parser.add_argument(
-        "results", nargs="+", metavar="RESULTS", help="result logs (JSON Lines)"
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="result logs (JSON Lines); - reads one from stdin",
     )
     for name in COMMAND_FLAGS["report"]:
         _add_flag(parser, "report", FLAGS[name])
@@ -492,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB",
         help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
     )
+    for name in COMMAND_FLAGS["validate"]:
+        _add_flag(validate, "validate", FLAGS[name])
     _add_command(
         sub, "plan", jobs=True, api=True,
         summary="show what run would create and update, sending no write",

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,17 +29,23 @@ from provisioner.cli.common import (
     STOP_EXITS,
     ExitCode,
     api_settings,
+    last_run_settings,
+    leave_last_run,
     metrics_settings,
+    new_metrics,
     open_meter,
     pacing,
     print_errors,
+    print_json,
     retry_policy,
     say,
     stdin_stream,
+    validation_document,
     warnings_to_stderr,
 )
 from provisioner.cli.flags import (
     SANDBOX_RESULTS,
+    STDIO,
     UsageError,
     build_parser,
     check_combinations,
@@ -58,12 +66,16 @@ from provisioner.results import (
     LogState,
     ResultSink,
     ResumeState,
+    new_run_id,
     prepare_resume,
     read_log,
     set_aside,
 )
 from provisioner.results.lock import LogLock, lock_path
-from provisioner.settings import MetricsSettings, RunSettings
+from provisioner.settings import LastRunSettings, MetricsSettings, RunSettings
+
+if TYPE_CHECKING:  # prometheus-client only with a metrics flag
+    from provisioner.observe.metrics import Metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,11 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from provisioner.emulator.cli import main as emulator_main  # noqa: PLC0415 - only this command needs it
 
         return emulator_main(args_list[1:])
+    # A context of its own: the log format and the run_id a command binds end with it.
+    return contextvars.copy_context().run(_main, args_list)
+
+
+def _main(args_list: list[str]) -> int:
     try:
         with _terminate_raises_interrupt():
             return _dispatch(args_list)
     except KeyboardInterrupt:
-        print("provisioner: interrupted; nothing was left half-done", file=sys.stderr)
+        say("interrupted; nothing was left half-done", event="command.interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
@@ -90,13 +107,15 @@ def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per co
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "validate":
-            return _cmd_validate(args.jobs)
+            resolve_env(args, os.environ)
+            return _cmd_validate(args.jobs, as_json=args.format == "json")
         if args.command == "completion":
             from provisioner.cli.completion import script  # noqa: PLC0415 - only completion needs it
 
             print(script(args.shell), end="")
             return ExitCode.OK
         given = resolve_env(args, os.environ)
+        _configure_logs(args)
         check_combinations(args, given)
         if args.command == "run":
             return _cmd_run(args)
@@ -120,8 +139,19 @@ def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per co
 
         return COMMANDS[args.command](args)
     except (ProvisionerError, UsageError) as exc:
-        say(f"error: {exc}")
+        say(f"error: {exc}", error_type=type(exc).__name__)
         return ExitCode.USAGE
+
+
+def _configure_logs(args: argparse.Namespace) -> None:
+    """Logs as the flags say, from the first message on, each event with the run's id.
+
+    ``args.run_id`` names this run (a worker's: this process) in its events and
+    records; commands configure again once they know the token to redact.
+    """
+    args.run_id = new_run_id()
+    if getattr(args, "log_format", None) is not None:
+        log.configure(fmt=args.log_format, level=args.log_level, run_id=args.run_id)
 
 
 @contextlib.contextmanager
@@ -145,15 +175,17 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _cmd_validate(paths: Sequence[str]) -> int:
+def _cmd_validate(paths: Sequence[str], *, as_json: bool = False) -> int:
     with JobFiles(paths, stdin=stdin_stream()) as files:
         report = scan(files)
-    print_errors(report.errors)
     invalid = report.total - report.valid
+    if as_json:  # the errors are in the document, not on stderr
+        print_json(validation_document(report))
+        return ExitCode.USAGE if invalid else ExitCode.OK
+    print_errors(report.errors)
     if invalid:
-        print(
-            f"provisioner: {invalid} of {report.total} specs are invalid ({len(report.errors)} errors)",
-            file=sys.stderr,
+        say(
+            f"{invalid} of {report.total} specs are invalid ({len(report.errors)} errors)"
         )
         return ExitCode.USAGE
     print(f"ok: {report.total} specs are valid")
@@ -189,6 +221,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         on_conflict=settings.on_conflict,
         update=bool(args.update),
         target=SANDBOX_TARGET if args.sandbox else None,
+        run_id=args.run_id,
     )
     faults = sandbox_faults(args.sandbox_faults) if args.sandbox else None
     log.configure(
@@ -202,7 +235,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             enabled=not args.no_progress, stream=sys.stderr, log_format=args.log_format
         ),
         metrics=metrics_settings(args),
+        last_run=last_run_settings(args),
         sandbox=faults,
+        run_id=args.run_id,
     )
     _check_summary_path(settings, args.jobs)
     with _log_lock(settings), JobFiles(args.jobs, stdin=stdin_stream()) as files:
@@ -210,16 +245,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report = scan(files, keys_for=logged.last)
         if report.errors and not settings.skip_invalid:
             print_errors(report.errors)
-            print(
-                f"provisioner: {report.total - report.valid} of {report.total} specs are invalid; nothing was sent (--skip-invalid runs the valid ones)",
-                file=sys.stderr,
+            invalid = report.total - report.valid
+            say(
+                f"{invalid} of {report.total} specs are invalid; nothing was sent "
+                "(--skip-invalid runs the valid ones)",
+                event="run.refused",
+                level="error",
+                invalid=invalid,
+                total=report.total,
             )
             return ExitCode.USAGE
         resume = _prepare_log(settings, logged, report, config)
         _warn_foreign(resume, settings, config.target_name, plan.scrub)
-        summary = eventloop.run(_run(plan, files, report, resume))
+        started_s = time.time()
+        series = None if plan.last_run is None else new_metrics()
+        summary = eventloop.run(_run(plan, files, report, resume, series))
     _report(summary, plan, report)
-    return _exit_code(summary)
+    code = _exit_code(summary)
+    if plan.last_run is not None and series is not None:
+        leave_last_run(plan.last_run, series, started_s=started_s, exit_code=code)
+    return code
 
 
 def _default_results() -> str:
@@ -229,6 +274,10 @@ def _default_results() -> str:
 def _check_summary_path(settings: RunSettings, jobs: Sequence[str]) -> None:
     """``--summary`` must not overwrite the result log, its lock or a job file."""
     if not settings.summary_path:
+        return
+    if settings.summary_path == STDIO:
+        if settings.is_stdout_results:
+            raise UsageError("--summary - and --results - would both write to stdout")
         return
     guarded = {"the result log": settings.results_path}
     if not settings.is_stdout_results:
@@ -274,7 +323,12 @@ def _prepare_log(
     if not settings.resume:
         aside = set_aside(settings.results_path, now=utcnow())
         if aside:
-            print(f"provisioner: earlier result log moved to {aside}", file=sys.stderr)
+            say(
+                f"earlier result log moved to {aside}",
+                event="results.set_aside",
+                results=settings.results_path,
+                moved_to=aside,
+            )
         return ResumeState(done={})
     return prepare_resume(
         settings.results_path,
@@ -295,6 +349,10 @@ def _warn_foreign(
             f"warning: {settings.results_path} holds {count} records made against {other}; "
             f"ignored for this run against {target}",
             scrub,
+            event="results.foreign_ignored",
+            results=settings.results_path,
+            count=count,
+            other_target=scrub(other),
         )
 
 
@@ -307,18 +365,24 @@ class _Plan:
     scrub: Scrubber
     progress: ProgressMode
     metrics: MetricsSettings | None = None
+    last_run: LastRunSettings | None = None
     sandbox: dict[str, Any] | None = None
+    run_id: str | None = None
 
 
 async def _run(
-    plan: _Plan, files: JobFiles, report: ScanReport, resume: ResumeState
+    plan: _Plan,
+    files: JobFiles,
+    report: ScanReport,
+    resume: ResumeState,
+    series: Metrics | None = None,
 ) -> Summary:
     settings = plan.settings
     stop = StopController(grace_s=settings.grace_s)
     limiter = make_limiter(settings.rate_per_s, adaptive=settings.adaptive_rate)
     async with (
         sandbox_api(plan.config.api, faults=plan.sandbox) as api,
-        open_meter(plan.metrics, limiter=limiter) as meter,
+        open_meter(plan.metrics, limiter=limiter, metrics=series) as meter,
         Provisioner.from_config(
             replace(plan.config, api=api),
             limiter=limiter,
@@ -327,7 +391,9 @@ async def _run(
             replay_is_ours=resume.log_existed,
         ) as service,
     ):
-        sink = ResultSink.open(settings.results_path, scrub=plan.scrub)
+        sink = ResultSink.open(
+            settings.results_path, scrub=plan.scrub, run_id=plan.run_id
+        )
         skipped = len(report.found & resume.done.keys())
         bar = make_progress(
             plan.progress,
@@ -348,17 +414,32 @@ async def _run(
 def _report(summary: Summary, plan: _Plan, report: ScanReport) -> None:
     settings = plan.settings
     resumable = not settings.is_stdout_results
-    for line in describe(summary, total=report.total, resumable=resumable):
-        say(line, plan.scrub)
+    lines = describe(summary, total=report.total, resumable=resumable)
+    if log.is_event_stream():
+        # One event for the summary lines: the --summary fields, the lines as text.
+        fields = _summary_fields(summary, plan, report)
+        notes = [plan.scrub(line) for line in lines[1:]]
+        say(lines[0], plan.scrub, event="run.finished", notes=notes, **fields)
+    else:
+        for line in lines:
+            say(line, plan.scrub)
     if resumable:
-        say(f"results in {settings.results_path}", plan.scrub)
+        say(
+            f"results in {settings.results_path}",
+            plan.scrub,
+            event="results.written",
+            results=settings.results_path,
+        )
     if settings.summary_path:
         _write_summary(summary, plan, report)
 
 
-def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
+def _summary_fields(
+    summary: Summary, plan: _Plan, report: ScanReport
+) -> dict[str, Any]:
+    """What ``--summary`` writes (and the ``run.finished`` event carries)."""
     settings = plan.settings
-    data = {
+    return {
         **summary.to_dict(),
         "stopped_by": plan.scrub(summary.stopped_by or "") or None,
         "total": report.total,
@@ -367,10 +448,18 @@ def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
         "target": plan.config.target_name,
         "exit_code": int(_exit_code(summary)),
     }
+
+
+def _write_summary(summary: Summary, plan: _Plan, report: ScanReport) -> None:
+    settings = plan.settings
+    data = _summary_fields(summary, plan, report)
+    body = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
     try:
-        Path(settings.summary_path or "").write_bytes(
-            orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
-        )
+        if settings.summary_path == STDIO:  # one document on stdout, logs on stderr
+            sys.stdout.buffer.write(body)
+            sys.stdout.flush()
+        else:
+            Path(settings.summary_path or "").write_bytes(body)
     except OSError as exc:
         # The run is done and its log is complete: say so, do not crash.
         say(

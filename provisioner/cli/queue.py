@@ -12,8 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-
-import orjson
+from typing import Any
 
 from provisioner.cli import eventloop
 from provisioner.cli.common import (
@@ -23,15 +22,18 @@ from provisioner.cli.common import (
     open_meter,
     pacing,
     print_errors,
+    print_json,
     retry_policy,
     say,
     stdin_stream,
+    validation_document,
     warnings_to_stderr,
 )
+from provisioner.cli.flags import STDIO, UsageError
 from provisioner.core.pipeline import Pipeline
 from provisioner.core.service import Provisioner, ProvisionerConfig
 from provisioner.core.summary import Summary, describe
-from provisioner.files.sources import JobFiles, scan
+from provisioner.files.sources import JobFiles, ScanReport, scan
 from provisioner.observe import log
 from provisioner.observe.progress import ProgressLog, progress_mode
 from provisioner.pacing.choice import make_pool_limiter
@@ -42,7 +44,12 @@ from provisioner.queue.worker import Worker
 from provisioner.redact import Scrubber
 from provisioner.results import ResultSink
 from provisioner.results.lock import LogLock
-from provisioner.settings import MetricsSettings, RedisSettings, WorkerSettings
+from provisioner.settings import (
+    MetricsSettings,
+    QueueRetention,
+    RedisSettings,
+    WorkerSettings,
+)
 from provisioner.spec import Spec
 
 
@@ -89,17 +96,44 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate exactly as ``run`` does, then queue every spec; nothing is queued if one is invalid."""
     settings = redis_settings(args)
     log.configure(fmt=args.log_format, level=args.log_level)
+    as_json = args.format == "json"
     with JobFiles(args.jobs, stdin=stdin_stream()) as files:
         report = scan(files)
         if report.errors:
-            print_errors(report.errors)
+            if as_json:  # the errors are in the document, not on stderr
+                print_json(_enqueued(settings, report, queued=0))
+            else:
+                print_errors(report.errors)
+            invalid = report.total - report.valid
             say(
-                f"{report.total - report.valid} of {report.total} specs are invalid; nothing was queued"
+                f"{invalid} of {report.total} specs are invalid; nothing was queued",
+                event="enqueue.refused",
+                level="error",
+                invalid=invalid,
+                total=report.total,
             )
             return ExitCode.USAGE
         count = eventloop.run(_enqueue(settings, files))
-    print(f"queued {count} specs on stream {settings.stream} ({settings.shown_url})")
+    if as_json:
+        print_json(_enqueued(settings, report, queued=count))
+    else:
+        print(
+            f"queued {count} specs on stream {settings.stream} ({settings.shown_url})"
+        )
     return ExitCode.OK
+
+
+def _enqueued(
+    settings: RedisSettings, report: ScanReport, *, queued: int
+) -> dict[str, Any]:
+    """What ``enqueue --format json`` prints: where, how many queued and skipped, and why."""
+    return {
+        "stream": settings.stream,
+        "redis": settings.shown_url,
+        "queued": queued,
+        "skipped": report.total - queued,
+        **validation_document(report),
+    }
 
 
 async def _enqueue(settings: RedisSettings, files: JobFiles) -> int:
@@ -113,6 +147,8 @@ async def _enqueue(settings: RedisSettings, files: JobFiles) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join the stream's group and provision what it holds, until stopped or drained."""
+    if args.format == "json" and args.results == STDIO:
+        raise UsageError("--format json and --results - would both write to stdout")
     redis = redis_settings(args)
     api = api_settings(args)
     with warnings_to_stderr():
@@ -125,12 +161,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
             grace_s=float(args.grace),
             results_path=args.results,
             progress_interval_s=float(args.progress_interval),
+            retention=QueueRetention(
+                results=args.results_retention,
+                dead_letters=args.dead_letters_retention,
+                outcome_days=int(args.outcomes_retention),
+            ),
         )
         config = ProvisionerConfig(
             api=api,
             policy=retry_policy(args),
             concurrency=settings.concurrency,
             on_conflict=args.on_conflict,
+            run_id=args.run_id,
         )
     log.configure(
         fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
@@ -150,11 +192,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 == "events",
             )
         )
-    for line in describe(worker_summary, total=worker_summary.settled, resumable=False):
+    if args.format == "json":
+        print_json(_worker_document(redis, worker_summary, dead, scrub))
+    lines = describe(worker_summary, total=worker_summary.settled, resumable=False)
+    if log.is_event_stream():
+        say(
+            lines[0],
+            scrub,
+            event="worker.finished",
+            consumer=redis.consumer,
+            notes=[scrub(line) for line in lines[1:]],
+            dead_lettered=dead,
+            **worker_summary.to_dict(),
+        )
+        return _worker_exit(worker_summary, dead)
+    for line in lines:
         say(f"worker {redis.consumer}: {line}", scrub)
     if dead:
         say(f"worker {redis.consumer}: {dead} messages dead-lettered", scrub)
     return _worker_exit(worker_summary, dead)
+
+
+def _worker_document(
+    redis: RedisSettings, summary: Summary, dead: int, scrub: Scrubber
+) -> dict[str, Any]:
+    """What ``worker --format json`` prints when the worker stops: its summary."""
+    return {
+        "stream": redis.stream,
+        "group": redis.group,
+        "consumer": redis.consumer,
+        **summary.to_dict(),
+        "stopped_by": scrub(summary.stopped_by or "") or None,
+        "settled": summary.settled,
+        "dead_lettered": dead,
+        "exit_code": int(_worker_exit(summary, dead)),
+    }
 
 
 @contextlib.contextmanager
@@ -178,6 +250,7 @@ async def _work(
 ) -> tuple[Summary, int]:
     stop = StopController(grace_s=settings.grace_s)
     async with _connected(redis, retries=8) as queue:
+        queue.retention = settings.retention
         limiter = make_pool_limiter(
             queue.pace(),
             settings.rate_per_s,
@@ -256,7 +329,7 @@ def cmd_queue_status(args: argparse.Namespace) -> int:
     settings = redis_settings(args)
     status = eventloop.run(_status(settings))
     if args.format == "json":
-        print(orjson.dumps(status.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        print_json(status.to_dict())
     else:
         sys.stdout.write(render_status(status, settings))
     return ExitCode.OK

@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import orjson
-
-from provisioner.cli.common import ExitCode, say
+from provisioner.cli.common import ExitCode, print_json, say, stdin_stream
+from provisioner.cli.flags import STDIO
 from provisioner.errors import ResultLogError
 from provisioner.redact import printable
 from provisioner.report.figures import Report, read_report
@@ -23,14 +22,15 @@ from provisioner.report.html import render_html
 def cmd_report(args: argparse.Namespace) -> int:
     """Run ``provisioner report`` with parsed, resolved flags; return the exit code."""
     try:
-        report = read_report(args.results)
+        report = read_report(args.results, stdin=stdin_stream())
     except ResultLogError as exc:
         say(f"error: {exc}")
         return ExitCode.USAGE
+    if args.html == STDIO:  # the page is stdout's one document
+        sys.stdout.write(render_html(report))
+        return ExitCode.OK
     if args.format == "json":
-        sys.stdout.write(
-            orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
-        )
+        print_json(report.to_dict())
     else:
         sys.stdout.write("".join(line + "\n" for line in render_text(report)))
     if args.html:

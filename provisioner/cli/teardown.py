@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from provisioner.cli import eventloop
 from provisioner.cli.common import (
@@ -20,6 +21,7 @@ from provisioner.cli.common import (
     api_settings,
     confirm,
     pacing,
+    print_json,
     retry_policy,
     say,
     warnings_to_stderr,
@@ -82,6 +84,9 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         todo = len({i.env_id for i in selection.items} - done)
         _announce(job, selection, todo=todo, done=len(done))
         if todo == 0:
+            if args.format == "json":
+                nothing = TeardownCounts(skipped=len(done))
+                print_json(_document(job, nothing, total=len(selection.items)))
             return ExitCode.OK
         refused = confirm(
             job.action,
@@ -92,7 +97,31 @@ def cmd_teardown(args: argparse.Namespace) -> int:
             return refused
         counts = eventloop.run(_run(job, selection, done))
     _report(job, counts, total=len(selection.items))
+    if args.format == "json":
+        print_json(_document(job, counts, total=len(selection.items)))
     return _exit_code(counts)
+
+
+def _document(job: _Job, counts: TeardownCounts, *, total: int) -> dict[str, Any]:
+    """What ``--format json`` prints when the teardown ends: its summary."""
+    return {
+        "action": job.action,
+        "from": job.source,
+        "target": job.api.base_url,
+        "results": job.results,
+        "counts": {
+            DONE[job.action]: counts.done,
+            "failed": counts.failed,
+            "skipped": counts.skipped,
+            "interrupted": counts.interrupted,
+        },
+        "total": total,
+        "requests": counts.requests,
+        "retries": counts.retries,
+        "wall_s": round(counts.wall_s, 3),
+        "stopped_by": None if counts.stop is None else job.scrub(counts.stop.text),
+        "exit_code": int(_exit_code(counts)),
+    }
 
 
 def _job(args: argparse.Namespace) -> _Job:
@@ -128,19 +157,35 @@ def _announce(job: _Job, selection: Selection, *, todo: int, done: int) -> None:
             f"warning: {job.source} holds {count} records made against {other}; "
             f"ignored for this {job.action} against {job.api.base_url}",
             job.scrub,
+            event="results.foreign_ignored",
+            results=job.source,
+            count=count,
+            other_target=job.scrub(other),
         )
     kinds = "created or found" if job.args.include_existing else "created"
     say(
         f"will {job.action} {todo} environments {kinds} by {job.source} "
         f"against {job.api.base_url}",
         job.scrub,
+        event="teardown.planned",
+        action=job.action,
+        todo=todo,
+        source=job.source,
+        target=job.api.base_url,
     )
     if done:
-        say(f"{done} already {DONE[job.action]} (in {job.results}): skipped")
+        say(
+            f"{done} already {DONE[job.action]} (in {job.results}): skipped",
+            event="teardown.skipped",
+            skipped=done,
+            results=job.results,
+        )
     if selection.left_out:
         say(
             f"{selection.left_out} environments the run found already there "
-            "(exists, updated) are left alone; --include-existing adds them"
+            "(exists, updated) are left alone; --include-existing adds them",
+            event="teardown.left_out",
+            left_out=selection.left_out,
         )
 
 
@@ -152,7 +197,7 @@ async def _run(job: _Job, selection: Selection, done: set[str]) -> TeardownCount
     config = ProvisionerConfig(api=job.api, policy=job.policy, concurrency=concurrency)
     limiter = make_limiter(rate["rate_per_s"], adaptive=rate["adaptive_rate"])
     async with Provisioner.from_config(config, limiter=limiter, stop=stop) as service:
-        sink = ResultSink.open(job.results, scrub=job.scrub)
+        sink = ResultSink.open(job.results, scrub=job.scrub, run_id=args.run_id)
         teardown = Teardown(
             action=job.action,
             client=service.client,
@@ -176,6 +221,18 @@ def _report(job: _Job, counts: TeardownCounts, *, total: int) -> None:
         f"{counts.skipped} skipped (already done) in {counts.wall_s:.1f} s "
         f"({counts.requests} requests, {counts.retries} retries)",
         job.scrub,
+        event="teardown.finished",
+        action=job.action,
+        total=total,
+        done=counts.done,
+        failed=counts.failed,
+        skipped=counts.skipped,
+        interrupted=counts.interrupted,
+        requests=counts.requests,
+        retries=counts.retries,
+        wall_s=round(counts.wall_s, 3),
+        stopped_by=None if counts.stop is None else job.scrub(counts.stop.text),
+        exit_code=int(_exit_code(counts)),
     )
     if counts.stop is not None:
         left = total - counts.done - counts.failed - counts.skipped
@@ -183,8 +240,16 @@ def _report(job: _Job, counts: TeardownCounts, *, total: int) -> None:
             f"stopped ({counts.stop.text}): {left} not {DONE[job.action]} yet; "
             "run the same command again to resume",
             job.scrub,
+            event="teardown.stopped",
+            level="warning",
+            not_done=left,
         )
-    say(f"results in {job.results}", job.scrub)
+    say(
+        f"results in {job.results}",
+        job.scrub,
+        event="results.written",
+        results=job.results,
+    )
 
 
 def _exit_code(counts: TeardownCounts) -> ExitCode:

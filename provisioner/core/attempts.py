@@ -10,6 +10,7 @@ drain keeps from being sent (:class:`DrainedError`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,7 +71,8 @@ class Attempts:
         limiter: paces every request, retries and list calls included.
         stop: the run's stop controller (drain, grace, cancel).
         counts: where retries are counted.
-        meter: told of every request and retry (``--metrics-port``).
+        meter: told of every request (its operation, answer and duration) and retry.
+        timer: monotonic seconds, for the meter's request durations.
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class Attempts:
         stop: StopController,
         counts: PipelineCounts,
         meter: Meter = NO_METER,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._meter = meter
+        self._timer = timer
         self._policy = policy
         self._budget = budget
         self._limiter = limiter
@@ -91,20 +95,28 @@ class Attempts:
         self._counts = counts
 
     async def send(
-        self, tries: SpecAttempts, spec: Spec | None, send: Callable[[], Awaitable[T]]
+        self,
+        tries: SpecAttempts,
+        spec: Spec | None,
+        send: Callable[[], Awaitable[T]],
+        *,
+        operation: str,
     ) -> T:
-        """``send()`` until it succeeds, or raise its last error (or :class:`DrainedError`)."""
+        """``send()`` until it succeeds, or raise its last error (or :class:`DrainedError`).
+
+        ``operation`` names the request for the meter (``create``, ``get``...).
+        """
         # Most requests succeed at once: the retry machinery starts at the first failure.
         try:
-            answer = await self._attempt(send)
+            answer = await self._attempt(send, operation)
         except Exception as first:  # noqa: BLE001 - handed on to the retry decision
-            answer = await self._retry_after(first, tries, spec, send)
+            answer = await self._retry_after(first, tries, spec, send, operation)
         self._budget.deposit()
         return answer
 
-    async def send_once(self, send: Callable[[], Awaitable[T]]) -> T:
+    async def send_once(self, send: Callable[[], Awaitable[T]], *, operation: str) -> T:
         """``send()`` once, paced and metered like any attempt: no retry."""
-        answer = await self._attempt(send)
+        answer = await self._attempt(send, operation)
         self._budget.deposit()
         return answer
 
@@ -114,6 +126,7 @@ class Attempts:
         tries: SpecAttempts,
         spec: Spec | None,
         send: Callable[[], Awaitable[T]],
+        operation: str,
     ) -> T:
         """Attempts after a failed first one (tenacity's attempt 1 is that failure)."""
         pending: Exception | None = first
@@ -130,10 +143,10 @@ class Attempts:
                 if pending is not None:
                     failure, pending = pending, None
                     raise failure
-                answer = await self._attempt(send)
+                answer = await self._attempt(send, operation)
         return answer
 
-    async def _attempt(self, send: Callable[[], Awaitable[T]]) -> T:
+    async def _attempt(self, send: Callable[[], Awaitable[T]], operation: str) -> T:
         # A request not yet sent when the run stops is not "in flight": drop it
         # (no record; a later run sends it).
         if self._stop.is_stopping:
@@ -142,28 +155,32 @@ class Attempts:
         if self._stop.is_stopping:
             raise DrainedError
         self._meter.request_started()
+        sent_at = self._timer()
         try:
             answer = await send()
         except ApiError as exc:
-            self._meter.request_ended(exc.status)
+            self._end(operation, exc.status, sent_at)
             slows_down = meaning(exc.status).slows_down
             self._limiter.feedback(
                 throttled=slows_down, retry_after_s=exc.retry_after_s
             )
             raise
         except TransportError as exc:
-            self._meter.request_ended(exc.error_type)
+            self._end(operation, exc.error_type, sent_at)
             if exc.error_type == CONNECTION_RESET:
                 # A gateway shedding load may reset the connection without a
                 # word: an adaptive rate slows down as for a 429.
                 self._limiter.feedback(throttled=True, retry_after_s=None)
             raise
         except BaseException as exc:
-            self._meter.request_ended(_failure_code(exc))
+            self._end(operation, _failure_code(exc), sent_at)
             raise
-        self._meter.request_ended(getattr(answer, "http_status", 200))
+        self._end(operation, getattr(answer, "http_status", 200), sent_at)
         self._limiter.feedback(throttled=False)
         return answer
+
+    def _end(self, operation: str, code: int | str, sent_at: float) -> None:
+        self._meter.request_ended(operation, code, self._timer() - sent_at)
 
     def _on_retry(
         self,
@@ -181,7 +198,7 @@ class Attempts:
             attempt=attempt,
             wait_s=round(wait_s, 3),
             error_type=error_type(exc),
-            status=getattr(exc, "status", None),
+            http_status=getattr(exc, "status", None),
         )
 
 

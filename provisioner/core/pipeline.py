@@ -77,6 +77,7 @@ class Pipeline:
             ``exists``, its differences named in the record's ``drift``.
         clock: the current UTC time.
         meter: told of every request and retry (``--metrics-port``).
+        run_id: written in every record (the run's, or the worker process's).
     """
 
     def __init__(
@@ -93,8 +94,10 @@ class Pipeline:
         update: bool = False,
         clock: Callable[[], datetime] = utcnow,
         meter: Meter = NO_METER,
+        run_id: str | None = None,
     ) -> None:
         self._client = client
+        self._run_id = run_id
         self._stop = stop
         self._target = target
         self._on_conflict = on_conflict
@@ -115,6 +118,11 @@ class Pipeline:
             meter=meter,
         )
 
+    @property
+    def run_id(self) -> str | None:
+        """The run every record of this pipeline names."""
+        return self._run_id
+
     async def provision(self, spec: Spec) -> Result | None:
         """Create ``spec``'s environment (or find it, and with ``update`` converge it).
 
@@ -123,7 +131,7 @@ class Pipeline:
         tries = SpecAttempts(started=self._clock())
         try:
             created = await self._attempts.send(
-                tries, spec, self._send_create(spec, tries)
+                tries, spec, self._send_create(spec, tries), operation="create"
             )
         except ConflictError as exc:
             if exc.reason == "name":
@@ -184,7 +192,7 @@ class Pipeline:
             # the spec with what it is now.
             env = await self._current(spec, created)
             return await self._on_existing(spec, tries, env, via="replay")
-        self._log.debug(f"env.{status}", name=spec.name, env_id=created.env_id)
+        self._log.debug(f"env.{status}", name=spec.name, id=created.env_id)
         return self._result(spec, tries, status, env_id=created.env_id)
 
     async def _current(self, spec: Spec, created: Created) -> Mapping[str, Any]:
@@ -195,7 +203,9 @@ class Pipeline:
             return await self._client.get(created.env_id)
 
         try:
-            return await self._attempts.send(SpecAttempts(), spec, send)
+            return await self._attempts.send(
+                SpecAttempts(), spec, send, operation="get"
+            )
         except Exception as exc:  # noqa: BLE001 - the spec exists either way
             log.warning("env.lookup_failed", name=spec.name, error_type=error_type(exc))
             return created.environment
@@ -250,7 +260,7 @@ class Pipeline:
             env, body=spec.body, first_sent_at=tries.ambiguous_since
         ):
             return None
-        log.info("env.found_after_lost_answer", name=spec.name, env_id=env.get("id"))
+        log.info("env.found_after_lost_answer", name=spec.name, id=env.get("id"))
         return Created(
             environment=env, http_status=200, request_id=None, is_replay=True
         )
@@ -261,8 +271,8 @@ class Pipeline:
             return await self._client.list_page(cursor=cursor, use_page=use_page)
 
         if not retry:
-            return await self._attempts.send_once(send)
-        return await self._attempts.send(SpecAttempts(), None, send)
+            return await self._attempts.send_once(send, operation="list")
+        return await self._attempts.send(SpecAttempts(), None, send, operation="list")
 
     async def _on_name_conflict(
         self, spec: Spec, tries: SpecAttempts, exc: ConflictError
@@ -287,7 +297,7 @@ class Pipeline:
             return self._failed(spec, tries, exc, env_id=env_id)
         if status == "exists":
             return await self._on_existing(spec, tries, env, via="conflict_lookup")
-        log.info(f"env.{status}", name=spec.name, env_id=env_id, via="conflict_lookup")
+        log.info(f"env.{status}", name=spec.name, id=env_id, via="conflict_lookup")
         return self._result(spec, tries, status, env_id=env_id)
 
     async def _on_existing(
@@ -328,14 +338,14 @@ class Pipeline:
         sent = SpecAttempts(started=tries.started)
         send = self._send_update(env_id, body, update_key(env, body), sent)
         try:
-            await self._attempts.send(sent, spec, send)
+            await self._attempts.send(sent, spec, send, operation="update")
         except Exception as exc:  # noqa: BLE001 - the per-spec error boundary
             if self._is_cut_short(exc):
                 return None
             return self._failed(
                 spec, tries, exc, env_id=env_id, drift=paths, update=sent
             )
-        log.info("env.updated", name=spec.name, env_id=env_id, drift=list(paths))
+        log.info("env.updated", name=spec.name, id=env_id, drift=list(paths))
         return self._result(
             spec, tries, "updated", env_id=env_id, drift=paths, update=sent
         )
@@ -381,9 +391,11 @@ class Pipeline:
             "env.failed",
             name=spec.name,
             source=spec.location,
-            error_type=info.type,
-            status=result.http_status,
+            id=result.id,
+            http_status=result.http_status,
             attempts=result.attempts,
+            error_type=info.type,
+            error=info.message,
         )
         return result
 
@@ -416,6 +428,7 @@ class Pipeline:
             target=self._target,
             drift=drift,
             archived=archived,
+            run_id=self._run_id,
         )
 
 

@@ -37,6 +37,7 @@ from provisioner.results import (
     Result,
     ResultSink,
     ResumeState,
+    new_run_id,
     prepare_resume,
     read_log,
     set_aside,
@@ -62,6 +63,8 @@ class ProvisionerConfig:
         update: environments that exist with another description, config or
             metadata are updated in place (``run --update``).
         target: what records name as their API; the base URL when ``None``.
+        run_id: what the pipeline's records name as their run (a command's, a
+            worker process's); ``None``: the result sink fills it in, if it knows one.
     """
 
     api: ApiSettings
@@ -70,6 +73,7 @@ class ProvisionerConfig:
     on_conflict: OnConflict = "exists"
     update: bool = False
     target: str | None = None
+    run_id: str | None = None
 
     @property
     def target_name(self) -> str:
@@ -250,6 +254,7 @@ class Provisioner:
                 replay_is_ours=replay_is_ours,
                 update=self.config.update,
                 meter=self._meter,
+                run_id=self.config.run_id,
             )
         return self._pipelines[replay_is_ours]
 
@@ -288,18 +293,24 @@ class Provisioner:
         that result log as it finishes, and, with ``resume``, bodies an earlier
         run of the same log already settled are skipped (``summary.skipped``);
         without it, an earlier log is moved aside to ``<results>.<UTC time>``.
+        Each call is a run of its own: a fresh ``run_id`` is in every record it
+        writes and bound to every log event it emits.
 
         Raises:
             LockedError: another run holds the result log.
             ResultLogError: the result log cannot be read.
         """
         specs = _specs_of(bodies)
+        run_id = new_run_id()
         with contextlib.ExitStack() as stack:
+            stack.enter_context(structlog.contextvars.bound_contextvars(run_id=run_id))
             state = ResumeState(done={})
             if results is not None:
                 stack.enter_context(LogLock(results, command="Provisioner.run"))
                 state = self._resume(results, specs, resume, retry_failed=retry_failed)
-            sink = ResultSink.open(results or os.devnull, scrub=self._scrub)
+            sink = ResultSink.open(
+                results or os.devnull, scrub=self._scrub, run_id=run_id
+            )
             stack.callback(sink.close)
             return await self.run_specs(
                 specs, sink=sink, resume=state, on_result=on_result

@@ -255,7 +255,9 @@ class Teardown:
     async def _tear_down(self, item: Doomed) -> Result | None:
         tries = SpecAttempts(started=self._clock())
         try:
-            await self._attempts.send(tries, None, self._send(item, tries))
+            await self._attempts.send(
+                tries, None, self._send(item, tries), operation=self._action
+            )
         except Exception as exc:  # noqa: BLE001 - the per-environment error boundary
             if self._is_cut_short(exc):
                 return None  # unsettled: no record, a re-run sends it again
@@ -301,11 +303,16 @@ class Teardown:
         # Each environment has its record; the log stays as quiet as run's.
         if error is None:
             log.debug(
-                event, name=item.name, env_id=item.env_id, status=tries.last_status
+                event, name=item.name, id=item.env_id, http_status=tries.last_status
             )
         else:
             log.warning(
-                event, name=item.name, env_id=item.env_id, error_type=error.type
+                event,
+                name=item.name,
+                id=item.env_id,
+                http_status=tries.last_status,
+                error_type=error.type,
+                error=error.message,
             )
         return Result(
             name=item.name,

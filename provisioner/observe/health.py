@@ -151,17 +151,19 @@ async def exporter(
     rate: Callable[[], float],
     ping: Callable[[], Awaitable[object]] | None = None,
     queue_status: Callable[[], Awaitable[QueueFigures]] | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Meter]:
     """The meter to hand the pipeline, with the endpoints served meanwhile.
 
     Args:
         rate: the limiter's current rate, read at each scrape.
+        metrics: the series to count in and serve (default: new ones).
         ping: a worker's Redis check for ``/readyz``.
         queue_status: a worker's queue snapshot, read at each scrape
             (lag, pending and dead letters).
     """
-    metrics = Metrics()
-    metrics.watch_rate(rate)
+    counted = Metrics() if metrics is None else metrics
+    counted.watch_rate(rate)
     checks: dict[str, Check] = {}
     refresh: Refresh | None = None
     if ping is not None:
@@ -170,17 +172,17 @@ async def exporter(
         status = queue_status
 
         async def refresh() -> None:
-            metrics.show_queue(await status())
+            counted.show_queue(await status())
 
-    checks["api"] = api_check(metrics.api)
+    checks["api"] = api_check(counted.api)
     server = HealthServer(
-        metrics=metrics,
+        metrics=counted,
         checks=checks,
         refresh=refresh,
         timeout_s=settings.probe_timeout_s,
     )
     async with serve(settings, server):
-        yield metrics
+        yield counted
 
 
 __all__ = [

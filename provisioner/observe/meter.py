@@ -1,9 +1,10 @@
 """What the request path and the drivers report to metrics, and the meter that counts nothing.
 
 :mod:`provisioner.observe.metrics` (prometheus-client) implements :class:`Meter`
-for ``--metrics-port``; without the flag every driver gets :data:`NO_METER`, and
-neither prometheus-client nor the health server's aiohttp is imported (the command
-line imports :mod:`provisioner.observe.health` only for the flag).
+for ``--metrics-port`` (and ``run``'s ``--metrics-textfile`` and ``--pushgateway``);
+without them every driver gets :data:`NO_METER`, and neither prometheus-client nor
+the health server's aiohttp is imported (the command line imports
+:mod:`provisioner.observe.health` only for ``--metrics-port``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ class Meter(Protocol):
     def request_started(self) -> None:
         """A request is about to be sent."""
 
-    def request_ended(self, code: int | str) -> None:
-        """A request ended: its HTTP status, or the error type when none came."""
+    def request_ended(self, operation: str, code: int | str, duration_s: float) -> None:
+        """A request ended after ``duration_s`` seconds.
+
+        Args:
+            operation: what it was (``create``, ``update``, ``get``, ``list``...).
+            code: its HTTP status (an ``int``), or the error type (a ``str``)
+                when no usable answer came.
+            duration_s: seconds from sending it to its end.
+        """
 
     def retried(self) -> None:
         """A retry was scheduled."""
@@ -36,7 +44,7 @@ class NoMeter:
     def request_started(self) -> None:
         """Nothing is counted."""
 
-    def request_ended(self, code: int | str) -> None:
+    def request_ended(self, operation: str, code: int | str, duration_s: float) -> None:
         """Nothing is counted."""
 
     def retried(self) -> None:

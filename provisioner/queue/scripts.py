@@ -9,34 +9,95 @@ restarted without persistence).
 
 from __future__ import annotations
 
-# KEYS: specs, results, outcomes.
-# ARGV: group, message id, spec key, record, is_success ("1"/"0"), exists record.
-# Returns the record published, or nil when the message was settled already (a
-# retried call whose first reply was lost, or a worker that took the message
-# over and finished first): one record per message, whatever is retried.
-SETTLE_LUA = """
-local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 then return false end
-local record = ARGV[4]
-if ARGV[5] == '1' and redis.call('HSETNX', KEYS[3], ARGV[3], record) == 0 then
-  -- another delivery of this spec settled first: it was not created twice
-  record = ARGV[6]
+# Lua that sets ``cap`` to XADD's trimming arguments from ARGV[n] (kind: '', 'count'
+# or 'age') and ARGV[n + 1] (entries, or milliseconds of age on Redis's clock).
+_CAP = """
+local function trimming(kind, limit)
+  if kind == 'count' then return {'MAXLEN', '~', limit} end
+  if kind == 'age' then
+    local clock = redis.call('TIME')
+    local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+    return {'MINID', '~', string.format('%.0f', now_ms - tonumber(limit))}
+  end
+  return {}
 end
-redis.call('XADD', KEYS[2], '*', 'record', record)
-redis.pcall('XDEL', KEYS[1], ARGV[2])
-return record
+local function xadd(key, cap, ...)
+  local args = {'XADD', key}
+  for _, value in ipairs(cap) do args[#args + 1] = value end
+  args[#args + 1] = '*'
+  for _, value in ipairs({...}) do args[#args + 1] = value end
+  return redis.call(unpack(args))
+end
+"""
+
+# Settles a batch of messages, each as the single-message steps did.
+# KEYS: specs, results, today's outcome bucket, then every other bucket a lookup reads.
+# ARGV: group, results trim kind, trim limit, the bucket's expiry (Unix s), then six
+#       per message: id, spec key, record, is_success ("1"/"0"), exists record, outcome.
+# Returns, per message, the record published, or nil when it was settled already (a
+# retried call whose first reply was lost, or a worker that took the message over and
+# finished first): one record per message, whatever is retried.
+SETTLE_LUA = (
+    _CAP
+    + """
+local group, cap = ARGV[1], trimming(ARGV[2], ARGV[3])
+local published, remembered = {}, false
+for i = 5, #ARGV, 6 do
+  local id, key, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.pcall('XACK', KEYS[1], group, id) == 0 then
+    published[#published + 1] = false
+  else
+    if ARGV[i + 3] == '1' then
+      local known = false
+      for k = 3, #KEYS do
+        if redis.call('HEXISTS', KEYS[k], key) == 1 then known = true break end
+      end
+      if known then
+        -- another delivery of this spec settled first: it was not created twice
+        record = ARGV[i + 4]
+      else
+        redis.call('HSET', KEYS[3], key, ARGV[i + 5])
+        remembered = true
+      end
+    end
+    xadd(KEYS[2], cap, 'record', record)
+    redis.pcall('XDEL', KEYS[1], id)
+    published[#published + 1] = record
+  end
+end
+if remembered then redis.call('EXPIREAT', KEYS[3], ARGV[4]) end
+return published
+"""
+)
+
+# KEYS: the outcome buckets, newest first. ARGV: spec keys.
+# Returns, per spec key, the outcome remembered for it, or nil.
+LOOKUP_LUA = """
+local found = {}
+for i = 1, #ARGV do
+  local value = false
+  for k = 1, #KEYS do
+    value = redis.call('HGET', KEYS[k], ARGV[i])
+    if value then break end
+  end
+  found[i] = value
+end
+return found
 """
 
 # KEYS: specs, dead.
-# ARGV: group, message id, then the dead letter's field/value pairs.
+# ARGV: group, message id, trim kind, trim limit, then the letter's field/value pairs.
 # Returns 0 (and writes nothing) when the message was settled already.
-DEAD_LETTER_LUA = """
+DEAD_LETTER_LUA = (
+    _CAP
+    + """
 local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
 if acked == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+xadd(KEYS[2], trimming(ARGV[3], ARGV[4]), unpack(ARGV, 5))
 redis.pcall('XDEL', KEYS[1], ARGV[2])
 return 1
 """
+)
 
 # GCRA on Redis's clock, in microseconds.
 # KEYS: rate. ARGV: interval between sends (µs), burst.
@@ -128,6 +189,18 @@ local next_slot = slot + 1000000 / s.rate
 redis.call('SET', KEYS[1], string.format('%.0f', next_slot), 'PX',
   math.ceil((next_slot - now_us) / 1000) + 1000)
 return {math.floor(slot - now_us), s.epoch, string.format('%.17g', s.rate)}
+"""
+
+# Gives a message back to the pool: a worker that stops before it sent the message's
+# request queues it again at the stream's end (same fields) and drops its delivery, so
+# another worker takes it at once instead of after --claim-idle.
+# KEYS: specs. ARGV: group, message id, then the message's field/value pairs.
+# Returns the new entry's id, or nil (and writes nothing) when it was settled already.
+RELEASE_LUA = """
+if redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+redis.pcall('XDEL', KEYS[1], ARGV[2])
+return id
 """
 
 # KEYS: specs, dead.

@@ -7,13 +7,18 @@ Key layout of a queue named ``<stream>`` (see :func:`queue_keys`)::
     provisioner:{<stream>}:results   stream of result records, one field ``record``
     provisioner:{<stream>}:dead      stream of dead letters: the message's fields plus
                                      message_id, reason, deliveries, dead_at
-    provisioner:{<stream>}:outcomes  hash spec_key -> the settled success record (JSON)
+    provisioner:{<stream>}:outcomes:<YYYY-MM-DD>
+                                     hash per UTC day: spec_key -> {"id", "status"} of
+                                     its first success; expires the outcome retention
+                                     after the day ends (``:outcomes``: 0.1.0's one hash)
     provisioner:{<stream>}:rate      the shared rate limiter's state (a GCRA time, in µs)
     provisioner:{<stream>}:pace      hash: the pool's adaptive rate (``--rate auto``), its
                                      CUBIC state and recent answers (see adaptive.py)
 
 Every key shares the hash tag ``{<stream>}``, so the whole queue lives in one
 slot of a Redis Cluster: each Lua script and pipeline touches that slot only.
+The results and dead-letter streams are trimmed as they grow (:class:`QueueRetention`),
+so a long-lived queue's memory stays bounded.
 :meth:`JobQueue.open` asks the node it is given whether it belongs to a cluster
 (``INFO cluster``; ``redis+cluster://`` says so without asking) and then uses
 redis-py's cluster client, which follows MOVED/ASK and a failover. Redis exceptions never leave this module: they
@@ -26,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -52,10 +57,16 @@ from redis.typing import EncodableT, FieldT
 
 from provisioner.errors import QueueError
 from provisioner.queue.pace import PoolPace, RedisClient
-from provisioner.queue.scripts import DEAD_LETTER_LUA, REPLAY_LUA, SETTLE_LUA
+from provisioner.queue.scripts import (
+    DEAD_LETTER_LUA,
+    LOOKUP_LUA,
+    RELEASE_LUA,
+    REPLAY_LUA,
+    SETTLE_LUA,
+)
 from provisioner.redact import MASK, without_password
 from provisioner.results.record import rfc3339
-from provisioner.settings import RedisSettings
+from provisioner.settings import MAX_OUTCOME_DAYS, QueueRetention, RedisSettings, Trim
 
 T = TypeVar("T")
 KEY_PREFIX = "provisioner"
@@ -117,7 +128,8 @@ class QueueStatus:
         consumers: the group's consumers.
         results: entries in the results stream.
         dead_letters: entries in the dead-letter stream.
-        settled: spec keys in the outcomes hash (settled successes).
+        settled: spec keys in the outcome buckets (successes settled within the
+            outcome retention).
         pool_rate_per_s: the pool's adaptive rate (``--rate auto``), if one is learnt.
     """
 
@@ -169,6 +181,64 @@ def queue_keys(stream: str) -> dict[str, str]:
     return {name: f"{KEY_PREFIX}:{{{stream}}}:{name}" for name in KEY_NAMES}
 
 
+def outcome_keys(stream: str, days: int, today: date) -> list[str]:
+    """The outcome buckets a lookup reads, newest first: one hash per UTC day, from
+    tomorrow (a clock running ahead) back ``days`` days, then the single hash that
+    version 0.1.0 kept (read, never written: it goes when deleted by hand)."""
+    buckets = [
+        f"{KEY_PREFIX}:{{{stream}}}:outcomes:{today - timedelta(days=back)}"
+        for back in range(-1, days + 1)
+    ]
+    return [*buckets, queue_keys(stream)["outcomes"]]
+
+
+def _expiry(today: date, days: int) -> int:
+    """When today's bucket expires (Unix seconds): ``days`` after the day ends."""
+    end = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    return int((end + timedelta(days=days)).timestamp())
+
+
+def _trim_args(trim: Trim) -> list[EncodableT]:
+    """The scripts' (kind, limit) pair for ``trim``."""
+    if trim.count is not None:
+        return ["count", trim.count]
+    if trim.age_s is not None:
+        return ["age", int(trim.age_s * 1000)]
+    return ["", 0]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One message's end, for :meth:`JobQueue.settle_many`.
+
+    Attributes:
+        message_id: the message's entry id.
+        spec_key: its spec's idempotency key.
+        record: the result record to publish (JSON).
+        exists_record: for a success, the record to publish instead when another
+            delivery of the spec settled first; ``None`` for a failure.
+        outcome: for a success, what the outcome bucket remembers (compact JSON:
+            ``{"id", "status"}``).
+    """
+
+    message_id: str
+    spec_key: str
+    record: bytes
+    exists_record: bytes | None = None
+    outcome: bytes = b""
+
+    def args(self) -> list[EncodableT]:
+        is_success = self.exists_record is not None
+        return [self.message_id, self.spec_key, self.record, int(is_success),
+                self.exists_record or b"", self.outcome]  # fmt: skip
+
+
+def compact_outcome(record: bytes) -> bytes:
+    """What an outcome bucket keeps of a success record: its id and status."""
+    data = orjson.loads(record)
+    return orjson.dumps({"id": data.get("id"), "status": data.get("status")})
+
+
 class JobQueue:
     """The queue ``stream`` on one redis-py client; every method may raise QueueError.
 
@@ -179,10 +249,16 @@ class JobQueue:
     """
 
     def __init__(
-        self, client: RedisClient, *, stream: str, shown_url: str | None = None
+        self,
+        client: RedisClient,
+        *,
+        stream: str,
+        shown_url: str | None = None,
+        retention: QueueRetention | None = None,
     ) -> None:
         self._client = client
         self._stream = stream
+        self.retention = retention or QueueRetention()
         self._keys = queue_keys(stream)
         pool_kwargs = _connection_kwargs(client)
         self._shown_url = shown_url or _describe(pool_kwargs)
@@ -191,6 +267,8 @@ class JobQueue:
         self._cursors: dict[str, str] = {}
         self._settle = client.register_script(SETTLE_LUA)
         self._dead_letter = client.register_script(DEAD_LETTER_LUA)
+        self._lookup = client.register_script(LOOKUP_LUA)
+        self._release = client.register_script(RELEASE_LUA)
         self._replay = client.register_script(REPLAY_LUA)
 
     @classmethod
@@ -381,14 +459,51 @@ class JobQueue:
             for row in rows
         }
 
+    def _buckets(self, days: int | None = None) -> list[str]:
+        """The outcome buckets, newest first (today's is the second)."""
+        today = datetime.now(UTC).date()
+        return outcome_keys(self._stream, days or self.retention.outcome_days, today)
+
+    async def outcomes(self, spec_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The remembered outcome of each settled spec key, in one round trip."""
+        if not spec_keys:
+            return {}
+        with self._errors("read outcomes"):
+            found = await self._lookup(keys=self._buckets(), args=list(spec_keys))
+        return {
+            key: orjson.loads(value)
+            for key, value in zip(spec_keys, found, strict=True)
+            if value is not None
+        }
+
     async def outcome(self, spec_key: str) -> dict[str, Any] | None:
-        """The settled success record of ``spec_key``, or ``None``."""
-        with self._errors("read an outcome"):
-            raw = await self._client.hget(self._keys["outcomes"], spec_key)
-        if raw is None:
-            return None
-        record: dict[str, Any] = orjson.loads(raw)
-        return record
+        """The remembered outcome (``id``, ``status``) of ``spec_key``, or ``None``."""
+        return (await self.outcomes([spec_key])).get(spec_key)
+
+    async def settle_many(
+        self, group: str, settlements: Sequence[Settlement]
+    ) -> list[bytes | None]:
+        """Publish each message's record and remove the message: one script call,
+        each message settled atomically as :meth:`settle` describes.
+
+        The results stream is trimmed to ``retention.results`` as it grows; a
+        success's outcome goes to today's bucket, which expires
+        ``retention.outcome_days`` after the day ends.
+        """
+        if not settlements:
+            return []
+        today = datetime.now(UTC).date()
+        days = self.retention.outcome_days
+        buckets = outcome_keys(self._stream, days, today)
+        args: list[EncodableT] = [group, *_trim_args(self.retention.results)]
+        args.append(_expiry(today, days))
+        for settlement in settlements:
+            args += settlement.args()
+        # today's bucket first: the script writes to KEYS[3]
+        keys = [self._keys["specs"], self._keys["results"], buckets[1], buckets[0]]
+        with self._errors("settle messages"):
+            written = await self._settle(keys=[*keys, *buckets[2:]], args=args)
+        return [None if w is None else bytes(w) for w in written]
 
     async def settle(
         self,
@@ -401,23 +516,18 @@ class JobQueue:
     ) -> bytes | None:
         """Publish a message's result and remove the message, in one atomic step.
 
-        For a success (``exists_record`` given) the record becomes the spec key's
-        outcome, unless another delivery of the same spec settled first: then
+        For a success (``exists_record`` given) the spec key's outcome is
+        remembered, unless another delivery of the same spec settled first: then
         ``exists_record`` is published instead, so a spec is never ``created``
         twice. A failure (``exists_record=None``) leaves the outcomes alone.
         Returns the record published, or ``None`` when the message had been
         settled already (a retry of this call whose reply was lost, or another
         worker that took the message over): nothing is published twice.
         """
-        is_success = exists_record is not None
-        args: list[EncodableT] = [group, message_id, spec_key, record]
-        args += [int(is_success), exists_record or b""]
-        with self._errors("settle a message"):
-            written = await self._settle(
-                keys=[self._keys[k] for k in ("specs", "results", "outcomes")],
-                args=args,
-            )
-        return None if written is None else bytes(written)
+        outcome = b"" if exists_record is None else compact_outcome(record)
+        settlement = Settlement(message_id, spec_key, record, exists_record, outcome)
+        [written] = await self.settle_many(group, [settlement])
+        return written
 
     async def dead_letter(
         self,
@@ -428,7 +538,8 @@ class JobQueue:
         reason: str,
         deliveries: int,
     ) -> None:
-        """Move a message to the dead-letter stream with ``reason``, atomically."""
+        """Move a message to the dead-letter stream with ``reason``, atomically
+        (the stream trimmed to ``retention.dead_letters``)."""
         letter = {
             **fields,
             "message_id": message_id,
@@ -437,11 +548,23 @@ class JobQueue:
             "dead_at": rfc3339(datetime.now(UTC)),
         }
         pairs: list[EncodableT] = [item for pair in letter.items() for item in pair]
+        trim = _trim_args(self.retention.dead_letters)
         with self._errors("dead-letter a message"):
             await self._dead_letter(
                 keys=[self._keys["specs"], self._keys["dead"]],
-                args=[group, message_id, *pairs],
+                args=[group, message_id, *trim, *pairs],
             )
+
+    async def release(self, message: Message, group: str) -> str | None:
+        """Queue ``message`` again at the stream's end and drop this delivery, in one
+        atomic step (a worker that stops before sending its request); the new entry
+        id, or ``None`` when it was settled already."""
+        pairs: list[EncodableT] = [i for pair in message.fields.items() for i in pair]
+        with self._errors("give a message back"):
+            new_id = await self._release(
+                keys=[self._keys["specs"]], args=[group, message.id, *pairs]
+            )
+        return None if new_id is None else _text(new_id)
 
     def pace(self) -> PoolPace:
         """The worker pool's shared pace on this queue's client (``--rate``)."""
@@ -462,12 +585,14 @@ class JobQueue:
                 pipe.xinfo_consumers(keys["specs"], group)
                 pipe.xlen(keys["results"])
                 pipe.xlen(keys["dead"])
-                pipe.hlen(keys["outcomes"])
                 pipe.hget(keys["pace"], "rate")
+                for bucket in self._buckets(MAX_OUTCOME_DAYS):
+                    pipe.hlen(bucket)
                 replies = await pipe.execute(raise_on_error=False)
-            length, summary, consumers, results, dead, settled, rate = (
+            length, summary, consumers, results, dead, rate, *buckets = (
                 _missing_as(reply, None) for reply in replies
             )
+            settled = sum(int(n or 0) for n in buckets)
         return QueueStatus(
             stream=self._stream,
             length=int(length),
@@ -501,7 +626,8 @@ class JobQueue:
     async def delete_all(self) -> None:
         """Delete every key of this queue (and nothing else)."""
         with self._errors("delete the queue"):
-            await self._client.delete(*self._keys.values())
+            keys = {*self._keys.values(), *self._buckets(MAX_OUTCOME_DAYS)}
+            await self._client.delete(*keys)
 
     async def find_dead_letters(
         self, *, reason: str | None = None, limit: int | None = None, page: int = 500

@@ -32,7 +32,7 @@ from provisioner.errors import QueueError, ResultLogError
 from provisioner.observe.meter import NO_METER, Meter
 from provisioner.pacing.stopping import StopController
 from provisioner.queue.message import read_message
-from provisioner.queue.streams import JobQueue, Message
+from provisioner.queue.streams import JobQueue, Message, Settlement, compact_outcome
 from provisioner.results import SUCCESS, Result, ResultSink
 from provisioner.settings import WorkerSettings
 from provisioner.spec import Spec
@@ -87,6 +87,8 @@ class Worker:
         self._in_flight = 0
         self._slot_freed = anyio.Event()
         self._last_claim = float("-inf")
+        self._known: dict[str, dict[str, object]] = {}
+        self._settler = SettleBatch(self._settle_batch)
         self.summary = Summary()
         self.dead_letters = 0
 
@@ -137,6 +139,17 @@ class Worker:
         return bool(await self._redis(lambda: self._queue.is_drained(self._group)))
 
     async def _next_batch(self, free: int) -> list[Message]:
+        """The next messages, with what the outcomes know of their specs (one lookup)."""
+        batch = await self._take(free)
+        keys = [m.fields["key"] for m in batch if m.fields.get("key")]
+        if keys:
+            known: dict[str, dict[str, object]] = await self._redis(
+                lambda: self._queue.outcomes(keys), default={}
+            )
+            self._known.update(known)
+        return batch
+
+    async def _take(self, free: int) -> list[Message]:
         """Messages a dead worker left behind first (every so often), else new ones."""
         settings = self._settings
         now = time.monotonic()
@@ -186,14 +199,19 @@ class Worker:
         if spec is None:
             await self._dead_letter(message, problem)
             return
-        earlier = await self._redis(lambda: self._queue.outcome(spec.key))
+        earlier = self._known.pop(spec.key, None)
         if earlier is not None:
-            result = settled_before(spec, earlier, target=self._target)
+            result = settled_before(
+                spec, earlier, target=self._target, run_id=self._pipeline.run_id
+            )
         else:
             provisioned = await self._pipeline.provision(spec)
             if provisioned is None:
                 # The drain came before its request went out (or before a retry): nothing
-                # is half done here; the message stays pending and a later delivery does it.
+                # is half done here; the message goes back to the pool for another worker.
+                await self._redis(
+                    lambda: self._queue.release(message, self._group), until_done=True
+                )
                 return
             result = provisioned
         await self._settle(message, spec, result)
@@ -201,20 +219,14 @@ class Worker:
     async def _settle(self, message: Message, spec: Spec, result: Result) -> None:
         scrub = self._scrub
         record = orjson.dumps(result.to_dict(scrub))
-        exists = None
+        settlement = Settlement(message.id, spec.key, record)
         if result.status in SUCCESS:
             as_exists = dataclasses.replace(result, status="exists")
             exists = orjson.dumps(as_exists.to_dict(scrub))
-        written = await self._redis(
-            lambda: self._queue.settle(
-                message.id,
-                self._group,
-                spec_key=spec.key,
-                record=record,
-                exists_record=exists,
-            ),
-            until_done=True,
-        )
+            settlement = Settlement(
+                message.id, spec.key, record, exists, compact_outcome(record)
+            )
+        written = await self._settler.settle(settlement)
         if written is None:
             log.info("message.settled_elsewhere", message_id=message.id, name=spec.name)
             return
@@ -225,6 +237,11 @@ class Worker:
             self._on_settled(status)
         log.debug(f"env.{status}", name=spec.name, message_id=message.id)
         self._write_local(written)
+
+    async def _settle_batch(self, batch: list[Settlement]) -> list[bytes | None]:
+        return await self._redis(
+            lambda: self._queue.settle_many(self._group, batch), until_done=True
+        )
 
     def _write_local(self, record: bytes) -> None:
         if self._sink is None:
@@ -275,7 +292,93 @@ class Worker:
             backoff_s = min(backoff_s * 2, 2.0)
 
 
-def settled_before(spec: Spec, earlier: dict[str, object], *, target: str) -> Result:
+class SettleBatch:
+    """Group commit for settles: those that come while one round trip is under way
+    go together in the next, so a busy worker settles many messages per script call
+    and an idle one waits for nobody.
+
+    Args:
+        flush: settles a batch; returns what each message published (``None``:
+            settled already).
+        limit: the most messages per call.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[list[Settlement]], Awaitable[list[bytes | None]]],
+        *,
+        limit: int = 256,
+    ) -> None:
+        self._flush = flush
+        self._limit = limit
+        self._waiting: list[_Pending] = []
+        self._busy = False
+
+    async def settle(self, settlement: Settlement) -> bytes | None:
+        """Settle one message, with whatever else is waiting; what it published."""
+        pending = _Pending(settlement)
+        self._waiting.append(pending)
+        while not pending.is_settled:
+            if not self._busy:
+                await self._lead()
+                continue
+            await pending.woken.wait()
+            pending.woken = anyio.Event()
+        if pending.error is not None:
+            raise pending.error
+        return pending.written
+
+    async def _lead(self) -> None:
+        """Flush batches until nothing waits.
+
+        A failure fails every waiting settle. A cancelled leader puts its batch
+        back (the script may or may not have run: settling again is harmless) and
+        wakes the next waiter to lead.
+        """
+        self._busy = True
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._limit]
+                del self._waiting[: self._limit]
+                try:
+                    written = await self._flush([p.settlement for p in batch])
+                except anyio.get_cancelled_exc_class():
+                    self._waiting[:0] = batch
+                    raise
+                except BaseException as exc:
+                    for pending in [*batch, *self._waiting]:
+                        pending.settled(error=exc)
+                    self._waiting.clear()
+                    raise
+                for pending, value in zip(batch, written, strict=True):
+                    pending.settled(written=value)
+        finally:
+            self._busy = False
+            if self._waiting:
+                self._waiting[0].woken.set()
+
+
+class _Pending:
+    """One settle waiting for its batch."""
+
+    def __init__(self, settlement: Settlement) -> None:
+        self.settlement = settlement
+        self.woken = anyio.Event()
+        self.is_settled = False
+        self.written: bytes | None = None
+        self.error: BaseException | None = None
+
+    def settled(
+        self, *, written: bytes | None = None, error: BaseException | None = None
+    ) -> None:
+        self.is_settled = True
+        self.written, self.error = written, error
+        self.woken.set()
+
+
+def settled_before(
+    spec: Spec, earlier: dict[str, object], *, target: str, run_id: str | None = None
+) -> Result:
     """The record of a spec an earlier message already settled: ``exists``, same id, nothing sent."""
     now = utcnow()
     env_id = earlier.get("id")
@@ -291,7 +394,8 @@ def settled_before(spec: Spec, earlier: dict[str, object], *, target: str) -> Re
         finished_at=now,
         spec_key=spec.key,
         target=target,
+        run_id=run_id,
     )
 
 
-__all__ = ["Worker", "settled_before"]
+__all__ = ["SettleBatch", "Worker", "settled_before"]

@@ -15,13 +15,15 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from provisioner.errors import ResultLogError
 from provisioner.results import STATUSES, iter_records
 
 #: Rows of the failures table kept (the count of all failures is exact).
 FAILURE_ROWS = 1_000
+#: The path that reads stdin, as it does for job files.
+STDIN = "-"
 #: Error types listed; each has its count and the first record's source.
 TOP_ERRORS = 10
 #: Slowest records listed.
@@ -140,18 +142,25 @@ def _slow_dict(row: Row) -> dict[str, Any]:
     return {key: getattr(row, key) for key in keys}
 
 
-def read_report(paths: Sequence[str]) -> Report:
+def read_report(paths: Sequence[str], *, stdin: BinaryIO | None = None) -> Report:
     """The report of the result logs at ``paths``, read one record at a time.
+
+    A path of ``-`` reads ``stdin`` (once: it may be given once).
 
     Raises:
         ResultLogError: a log is missing, unreadable, or holds a line that is not a record.
     """
+    if list(paths).count(STDIN) > 1:
+        raise ResultLogError("- (stdin) can be read only once: give it once")
     builder = ReportBuilder()
     for path in paths:
-        if not os.path.exists(path):
+        stream = stdin if path == STDIN else None
+        if path == STDIN and stream is None:
+            raise ResultLogError("cannot read result log -: stdin is not available")
+        if stream is None and not os.path.exists(path):
             raise ResultLogError(f"cannot read result log {path}: no such file")
         builder.start_file()
-        for _, record in iter_records(path):
+        for _, record in iter_records(path, stream=stream):
             builder.add(record)
     return builder.finish(paths)
 

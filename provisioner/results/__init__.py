@@ -12,6 +12,7 @@ from provisioner.results.record import (
     ErrorInfo,
     Result,
     Status,
+    new_run_id,
     rfc3339,
 )
 from provisioner.results.resume import (
@@ -41,6 +42,7 @@ __all__ = [
     "is_created_here",
     "is_regular_log",
     "iter_records",
+    "new_run_id",
     "prepare_resume",
     "read_log",
     "rewrite_log",

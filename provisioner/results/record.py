@@ -6,6 +6,7 @@ timestamps in UTC, microseconds).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,7 +60,9 @@ class Result:
     ``created_earlier`` says an earlier run of this log created the environment
     (an ``exists`` or ``updated`` record that replaced its ``created`` one when the
     spec was edited): teardown acts on it as on a ``created`` one. All three are
-    written only when set, so records without them read as before.
+    written only when set, so records without them read as before. ``run_id``
+    names the run (or worker process) that wrote the record, as its log events
+    do; logs written before it existed have none, and resume reads them alike.
     """
 
     name: str | None
@@ -77,6 +80,7 @@ class Result:
     drift: tuple[str, ...] = ()
     archived: bool = False
     created_earlier: bool = False
+    run_id: str | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -100,6 +104,8 @@ class Result:
             "request_id": self.request_id,
             "target": self.target,
         }
+        if self.run_id is not None:
+            record["run_id"] = self.run_id
         if self.drift:
             record["drift"] = list(self.drift)
         if self.archived:
@@ -109,9 +115,22 @@ class Result:
         return record
 
 
+def new_run_id() -> str:
+    """A fresh run id: 32 hex digits, unique to one run or worker process."""
+    return uuid.uuid4().hex
+
+
 def rfc3339(moment: datetime) -> str:
     """``moment`` (UTC) as RFC 3339 with microseconds: ``2026-12-06T22:31:42.123456Z``."""
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-__all__ = ["STATUSES", "SUCCESS", "ErrorInfo", "Result", "Status", "rfc3339"]
+__all__ = [
+    "STATUSES",
+    "SUCCESS",
+    "ErrorInfo",
+    "Result",
+    "Status",
+    "new_run_id",
+    "rfc3339",
+]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -16,12 +16,20 @@ from provisioner.results.record import STATUSES, SUCCESS, Result
 from provisioner.results.sink import is_regular_log
 
 
-def iter_records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_records(
+    path: str, *, stream: BinaryIO | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line, record)`` for every record of a result log; a torn last line is skipped.
+
+    ``stream``, if given, is read instead of opening ``path`` (stdin, for ``-``), and
+    left open; ``path`` then only names it in errors.
 
     Raises:
         ResultLogError: a line other than the last is not a JSON object.
     """
+    if stream is not None:
+        yield from _lines_to_records(path, stream)
+        return
     try:
         fh = Path(path).open("rb")  # noqa: SIM115 - closed below, generator-safe
     except FileNotFoundError:
@@ -29,13 +37,19 @@ def iter_records(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     except OSError as exc:
         raise ResultLogError(f"cannot read result log {path}: {exc.strerror}") from exc
     with fh:
-        pending: tuple[int, bytes] | None = None
-        for number, raw in enumerate(fh, start=1):
-            if pending is not None:
-                yield pending[0], _parse_record(path, *pending)
-            pending = (number, raw) if raw.strip() else None
-        if pending is not None and pending[1].endswith(b"\n"):
+        yield from _lines_to_records(path, fh)
+
+
+def _lines_to_records(
+    path: str, lines: Iterable[bytes]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    pending: tuple[int, bytes] | None = None
+    for number, raw in enumerate(lines, start=1):
+        if pending is not None:
             yield pending[0], _parse_record(path, *pending)
+        pending = (number, raw) if raw.strip() else None
+    if pending is not None and pending[1].endswith(b"\n"):
+        yield pending[0], _parse_record(path, *pending)
 
 
 def _parse_record(path: str, line: int, raw: bytes) -> dict[str, Any]:

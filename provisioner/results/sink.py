@@ -13,6 +13,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +37,7 @@ class ResultSink:
     Args:
         stream: an unbuffered file, or a buffered stream that is flushed per record.
         scrub: applied to every error message before it is stored.
+        run_id: the run's id, written in every record that has none.
     """
 
     def __init__(
@@ -46,9 +48,11 @@ class ResultSink:
         fsync_every: int | None = None,
         fsync_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        run_id: str | None = None,
     ) -> None:
         self._stream = stream
         self._scrub = scrub
+        self._run_id = run_id
         self._fsync_every = fsync_every or sys.maxsize
         self._fsync_interval_s = fsync_interval_s
         self._clock = clock
@@ -79,6 +83,8 @@ class ResultSink:
                 error, closed pipe: the ``OSError`` is its ``__cause__``), or an
                 earlier one did.
         """
+        if self._run_id is not None and result.run_id is None:
+            result = replace(result, run_id=self._run_id)
         self.write_json(orjson.dumps(result.to_dict(self._scrub)))
 
     def write_json(self, record: bytes) -> None:
