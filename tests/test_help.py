@@ -25,6 +25,7 @@ PAGE_OF = {
     "run": "commands/run.md",
     "validate": "commands/validate.md",
     "plan": "commands/plan.md",
+    "import": "commands/import.md",
     "archive": "commands/teardown.md",
     "delete": "commands/teardown.md",
     "enqueue": "commands/queue.md",

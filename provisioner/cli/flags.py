@@ -338,6 +338,8 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--detailed-exitcode", None, False, "exit 2 when the plan has changes (0: none, 1: error), as terraform plan does"),
     Flag("--from", _file, None, "the result log of the run whose environments to tear down (required)", "RESULTS"),
     Flag("--include-existing", None, False, "also act on environments the run found already there (exists, updated), not only those it created"),
+    Flag("--into", _file, None, "the result log to record the environments found in (required; appended to, locked and compacted as run's)", "RESULTS"),
+    Flag("--include-archived", None, False, "also record archived environments (as exists, archived); by default they are skipped"),
     Flag("--yes", None, False, "do not ask for confirmation (needed without a terminal)"),
     Flag("--reason", _name, None, "only the dead letters whose reason contains this text, any case (default: all)", "TEXT"),
     Flag("--limit", _number(int, 1), None, "at most this many dead letters, oldest first (default: all)", "N"),
@@ -371,6 +373,10 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
              "--allow-insecure-http", "--rate", "--timeout",
              "--max-attempts", "--deadline", "--backoff", "--backoff-max",
              "--log-format", "--log-level", "--format", "--detailed-exitcode"),
+    "import": ("--into", "--include-archived", "--token-file", "--ca-file", "--proxy",
+               "--proxy-file", "--allow-insecure-http", "--rate", "--timeout",
+               "--max-attempts", "--deadline", "--backoff", "--backoff-max",
+               "--log-format", "--log-level", "--format"),
     "validate": ("--format",),
     "enqueue": (*_REDIS, "--log-format", "--log-level", "--format"),
     "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
@@ -591,6 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "plan", jobs=True, api=True,
         summary="show what run would create and update, sending no write",
         description="Validate job files, read every environment once (archived included) and show per spec whether run would create it, update it (run --update), leave it unchanged, or cannot (conflict).",
+    )  # fmt: skip
+    _add_command(
+        sub, "import", jobs=True, api=True,
+        summary="record environments that exist already in a result log (--into), sending no write",
+        description="Validate job files, read every environment once and record each one named as a spec as exists (with its drift) in --into, so plan, run --update and archive/delete --include-existing take it over; specs without an environment are listed, archived environments skipped.",
     )  # fmt: skip
     for action in ("archive", "delete"):
         _add_command(

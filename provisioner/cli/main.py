@@ -123,6 +123,10 @@ def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per co
             from provisioner.cli.plan import cmd_plan  # noqa: PLC0415 - only plan needs it
 
             return cmd_plan(args)
+        if args.command == "import":
+            from provisioner.cli.adopt import cmd_import  # noqa: PLC0415 - only import needs it
+
+            return cmd_import(args)
         if args.command == "report":
             from provisioner.cli.report import cmd_report  # noqa: PLC0415 - only report needs it
 

@@ -68,7 +68,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             say(f"{invalid} of {report.total} specs are invalid; nothing was planned")
             return PlanExit.ERROR
         try:
-            environments = eventloop.run(_environments(config, args))
+            environments = eventloop.run(read_environments(config, args))
         except (ApiError, TransportError) as exc:
             say(f"error: cannot read the environments: {exc}", scrub)
             return PlanExit.ERROR
@@ -80,7 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return plan_exit(counts, detailed=bool(args.detailed_exitcode))
 
 
-async def _environments(
+async def read_environments(
     config: ProvisionerConfig, args: argparse.Namespace
 ) -> Environments:
     """Every environment by name, from one paced and retried walk of the list."""
@@ -126,4 +126,4 @@ def _write_json(
     return counts
 
 
-__all__ = ["cmd_plan"]
+__all__ = ["cmd_plan", "read_environments"]
