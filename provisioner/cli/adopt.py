@@ -76,14 +76,14 @@ def cmd_import(args: argparse.Namespace) -> int:
             say(f"{invalid} of {report.total} specs are invalid; nothing was imported")
             return ExitCode.USAGE
         try:
-            environments = eventloop.run(read_environments(config, args))
+            listing = eventloop.run(read_environments(config, args))
         except (ApiError, TransportError) as exc:
             say(f"error: cannot read the environments: {exc}", scrub)
             return ExitCode.FAILED
         state = read_log(into, target=config.target_name)
         _warn_foreign(state, into, config.target_name, scrub)
         specs = (item for item in files if isinstance(item, Spec))
-        adoptions = _decide(specs, environments, state, args)
+        adoptions = _decide(specs, listing.environments, state, args)
         try:
             _write(adoptions, state, into=into, target=config.target_name, args=args)
         except ResultLogError as exc:
