@@ -17,7 +17,13 @@ import orjson
 import pytest
 
 from provisioner.emulator import Emulator
-from provisioner.lifecycle.adopt import AdoptCounts, adopt, record
+from provisioner.lifecycle.adopt import (
+    AdoptCounts,
+    adopt,
+    record,
+    render,
+    render_totals,
+)
 from provisioner.spec import Spec, spec_key
 from tests.helpers import TEST_TOKEN, cli, make_specs, records
 
@@ -100,6 +106,27 @@ def test_an_imported_record_reads_as_runs_exists_record():
         "archived": 0,
         "drifted": 1,
     }
+
+
+def test_the_text_lines_say_the_drift_and_why_a_spec_is_not_written():
+    """An import line lists its drift; missing and archived lines say why nothing is written."""
+    spec = as_spec({"name": "a", "config": {"type": "cloud"}, "description": "x"})
+    env = {"id": ENV_ID, "name": "a", "config": {"type": "cloud"}}
+    assert render(adopt(spec, env)) == (
+        f"+ import   a  {ENV_ID}  jobs.jsonl:1  drift: description"
+    )
+    assert render(adopt(spec, None)).endswith(
+        "(no environment has this name: run creates it)"
+    )
+    archived = adopt(spec, {**env, "archived_at": "2026-11-29T12:00:00Z"})
+    assert "(archived: skipped (--include-archived records it))" in render(archived)
+    counts = AdoptCounts(imported=2, drifted=1, missing=1)
+    assert render_totals(counts, into="r.jsonl") == [
+        "Import: 2 recorded as exists in r.jsonl (1 drifted), 0 already there, "
+        "1 without an environment, 0 archived skipped (3 specs).",
+        "run --update converges the drifted environments in place.",
+        "run creates the specs without an environment.",
+    ]
 
 
 # --- end to end against the emulator -------------------------------------------
