@@ -24,6 +24,7 @@ from provisioner.lifecycle.adopt import (
     render,
     render_totals,
 )
+from provisioner.results.lock import LogLock
 from provisioner.spec import Spec, spec_key
 from tests.helpers import TEST_TOKEN, cli, make_specs, records
 
@@ -271,3 +272,17 @@ def test_import_needs_into_and_sends_nothing_for_an_invalid_spec(
     assert cli(live_emulator, "import", bad, "--into", tmp_path / "r.jsonl") == 2
     assert "nothing was imported" in capsys.readouterr().err
     assert live_emulator.stats()["requests"] == 0
+
+
+def test_a_log_locked_by_another_run_is_a_usage_error(
+    live_emulator, write_jobs, tmp_path, capsys
+):
+    """While another run holds the result log's lock, import writes nothing and exits 2."""
+    results = tmp_path / "results.jsonl"
+    with LogLock(str(results), command="provisioner run"):
+        assert (
+            cli(live_emulator, "import", write_jobs(make_specs(1)), "--into", results)
+            == 2
+        )
+    assert "is locked" in capsys.readouterr().err
+    assert not results.exists()
