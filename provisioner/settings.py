@@ -216,6 +216,8 @@ class RunSettings:
         adaptive_rate: find the server's limit instead (``--rate auto``).
         results_path: the result log (JSON Lines); ``-`` for stdout.
         summary_path: where to write the summary as JSON, if anywhere.
+        salvage_path: where to write the specs that did not finish, as a JSONL
+            job file, if anywhere; ``-`` for stdout.
         on_conflict: ``exists`` records a name conflict as ``exists``; ``fail`` as failed.
         skip_invalid: record invalid specs as ``invalid`` and go on, instead of refusing.
         resume: skip specs the result log already has as ``created`` or ``exists``.
@@ -229,6 +231,7 @@ class RunSettings:
     adaptive_rate: bool = False
     results_path: str = "results.jsonl"
     summary_path: str | None = None
+    salvage_path: str | None = None
     on_conflict: Literal["exists", "fail"] = "exists"
     skip_invalid: bool = False
     resume: bool = True

@@ -146,6 +146,16 @@ def validation_document(report: ScanReport) -> dict[str, Any]:
     }
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (the same path, a link, or one inode)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def stdin_stream() -> BinaryIO | None:
     """What ``-`` reads."""
     return sys.stdin.buffer if sys.stdin is not None else None

@@ -313,6 +313,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--grace", _number(float, 0), _default(RunSettings, "grace_s"), "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)", "S"),
     Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (run: default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS}; worker: none; archive/delete: default FROM with .archive.jsonl/.delete.jsonl for .jsonl; plan: none, else read for its forecast and resume)", "PATH"),
     Flag("--summary", _path, None, "also write the run summary as JSON to this file; - for stdout", "PATH"),
+    Flag("--salvage", _path, None, "when the run ends, write every spec that did not finish (failed, interrupted, not started) to this JSONL job file, atomically; provisioner run FILE retries exactly those; - for stdout", "PATH"),
     Flag("--skip-invalid", None, False, "record invalid specs as 'invalid' and run the rest"),
     Flag("--on-conflict", _choice(ON_CONFLICT), _default(RunSettings, "on_conflict"), "a name that already exists is 'exists' or a failure (default %(default)s)", "{exists,fail}"),
     Flag("--resume", None, _default(RunSettings, "resume"), "skip specs the result log already has as created/exists for this API (default on)", negatable=True),
@@ -365,7 +366,7 @@ _TEARDOWN = (
     "--format",
 )  # fmt: skip
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
-    "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary",
+    "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary", "--salvage",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress",
             "--progress-interval", "--update", "--metrics-port", "--metrics-host",
             "--metrics-textfile", "--pushgateway", "--pushgateway-job"),

@@ -38,6 +38,7 @@ from provisioner.cli.common import (
     print_errors,
     print_json,
     retry_policy,
+    same_file,
     say,
     stdin_stream,
     validation_document,
@@ -51,6 +52,7 @@ from provisioner.cli.flags import (
     check_combinations,
     resolve_env,
 )
+from provisioner.cli.salvage import check_salvage_path, salvaging
 from provisioner.cli.sandbox import SANDBOX_TARGET, sandbox_api, sandbox_faults
 from provisioner.core.service import Provisioner, ProvisionerConfig
 from provisioner.core.summary import Summary, describe, utcnow
@@ -204,6 +206,7 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
             results_path=args.results
             or (SANDBOX_RESULTS if args.sandbox else _default_results()),
             summary_path=args.summary,
+            salvage_path=args.salvage,
             on_conflict=args.on_conflict,
             skip_invalid=bool(args.skip_invalid),
             resume=bool(args.resume),
@@ -244,6 +247,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
     )
     _check_summary_path(settings, args.jobs)
+    check_salvage_path(settings, args.jobs)
     with _log_lock(settings), JobFiles(args.jobs, stdin=stdin_stream()) as files:
         logged = _read_log(settings, config.target_name)
         report = scan(files, keys_for=logged.last)
@@ -288,19 +292,10 @@ def _check_summary_path(settings: RunSettings, jobs: Sequence[str]) -> None:
         guarded["the result log's lock"] = lock_path(settings.results_path)
     guarded.update({f"job file {job}": job for job in jobs if job != STDIN})
     for what, path in guarded.items():
-        if path != "-" and _same_file(settings.summary_path, path):
+        if path != "-" and same_file(settings.summary_path, path):
             raise UsageError(
                 f"--summary {settings.summary_path} would overwrite {what}"
             )
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _log_lock(settings: RunSettings) -> contextlib.AbstractContextManager[object]:
@@ -407,9 +402,17 @@ async def _run(
             retries=lambda: service.pipeline.counts.retries,
         )
         try:
-            with bar, eventloop.signals_stop(stop):
+            with (
+                bar,
+                eventloop.signals_stop(stop),
+                salvaging(settings, run_id=plan.run_id, scrub=plan.scrub) as salvage,
+            ):
                 return await service.run_specs(
-                    files, sink=sink, resume=resume, on_result=bar.advance
+                    files,
+                    sink=sink,
+                    resume=resume,
+                    on_result=bar.advance,
+                    salvage=salvage,
                 )
         finally:
             sink.close()

@@ -3,8 +3,11 @@
 ``concurrency`` workers pull from one iterator of specs, so memory stays flat
 however many there are. Every spec ends in exactly one of: a record in the sink,
 a skip (already settled by an earlier run against the same API), or an
-interruption (no record, so a later run picks it up). The runner knows nothing of
-files, Redis or terminals: it takes any iterable of specs and a sink.
+interruption (no record, so a later run picks it up). With a
+:class:`~provisioner.core.salvage.Salvage`, every spec that did not finish is
+handed to it too, and when the run stops early the rest of the input is read
+through to salvage the specs never started. The runner knows nothing of files,
+Redis or terminals: it takes any iterable of specs and a sink.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ import structlog
 
 from provisioner.core.outcome import invalid_result
 from provisioner.core.pipeline import Pipeline
+from provisioner.core.salvage import (
+    FAILED_BEFORE,
+    INTERRUPTED,
+    NOT_STARTED,
+    Salvage,
+    error_type_of,
+)
 from provisioner.core.summary import Summary, utcnow
 from provisioner.errors import ResultLogError
 from provisioner.observe.meter import NO_METER, Meter
@@ -44,6 +54,7 @@ class Runner:
         resume: what an earlier run against this API already settled.
         on_result: called with each record after it is written (progress display).
         meter: counts each record by status (``--metrics-port``).
+        salvage: receives every spec that did not finish (``--salvage``).
     """
 
     def __init__(
@@ -57,8 +68,10 @@ class Runner:
         resume: ResumeState | None = None,
         on_result: Callable[[Result], None] | None = None,
         meter: Meter = NO_METER,
+        salvage: Salvage | None = None,
     ) -> None:
         self._meter = meter
+        self._salvage = salvage
         self._pipeline = pipeline
         self._stop = stop
         self._sink = sink
@@ -67,7 +80,7 @@ class Runner:
         self._resume = resume or ResumeState(done={})
         self._on_result = on_result
         self._items: Iterator[Spec | InvalidSpec] = iter(())
-        self.summary = Summary()
+        self.summary = Summary(salvage=salvage)
 
     async def run(self, items: Iterable[Spec | InvalidSpec]) -> Summary:
         """Process every item (or until stopped) and return the summary."""
@@ -78,6 +91,7 @@ class Runner:
         requests_before, retries_before = counts.requests, counts.retries
         try:
             await run_workers(self._stop, self._concurrency, self._worker)
+            self._salvage_rest()
         finally:
             self._sink.sync()
             self.summary.wall_s = anyio.current_time() - start
@@ -101,7 +115,7 @@ class Runner:
                 )
                 self._record(result)
             elif (earlier := self._resume.status_of(item.name)) is not None:
-                self._count_earlier(earlier)
+                self._count_earlier(item, earlier)
             else:
                 await self._provision(item)
 
@@ -110,33 +124,58 @@ class Runner:
             result = await self._pipeline.provision(spec)
         except anyio.get_cancelled_exc_class():
             self.summary.interrupted += 1
+            self._salvage_spec(spec, INTERRUPTED)
             raise
         if result is None:
             self.summary.interrupted += 1
+            self._salvage_spec(spec, INTERRUPTED)
             return
         if self._resume.was_created_here(result):
             result = replace(result, created_earlier=True)
-        self._record(result)
+        if not self._record(result):
+            self._salvage_spec(spec, INTERRUPTED)
+        elif (error_type := error_type_of(result)) is not None:
+            self._salvage_spec(spec, error_type)
 
-    def _count_earlier(self, status: str) -> None:
+    def _count_earlier(self, spec: Spec, status: str) -> None:
         """A spec an earlier run settled: skipped, or still failed (not retried)."""
         if status == "failed":
             self.summary.failed += 1
             self.summary.failed_before += 1
+            self._salvage_spec(spec, FAILED_BEFORE)
         else:
             self.summary.skipped += 1
 
-    def _record(self, result: Result) -> None:
+    def _salvage_spec(self, spec: Spec, error_type: str) -> None:
+        if self._salvage is not None:
+            self._salvage.add(spec, error_type=error_type)
+
+    def _salvage_rest(self) -> None:
+        """After an early stop, salvage the specs never taken (not those settled before)."""
+        if self._salvage is None:
+            return
+        for item in self._items:
+            if not isinstance(item, Spec):
+                continue
+            earlier = self._resume.status_of(item.name)
+            if earlier is None:
+                self._salvage.add(item, error_type=NOT_STARTED)
+            elif earlier == "failed":
+                self._salvage.add(item, error_type=FAILED_BEFORE)
+
+    def _record(self, result: Result) -> bool:
+        """Write and count ``result``; ``False`` when it could not be stored."""
         try:
             self._sink.write(result)
         except ResultLogError as exc:
             self.summary.interrupted += 1
             self._stop.stop(stop_reason_for(exc))
-            return
+            return False
         self.summary.record(result)
         self._meter.recorded(result.status)
         if self._on_result is not None:
             self._on_result(result)
+        return True
 
 
 def stop_reason_for(exc: ResultLogError) -> StopReason:

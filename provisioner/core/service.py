@@ -25,6 +25,7 @@ from provisioner.api.client import ApiClient, open_session
 from provisioner.core.outcome import OnConflict
 from provisioner.core.pipeline import Pipeline
 from provisioner.core.runner import Runner
+from provisioner.core.salvage import Salvage
 from provisioner.core.summary import Summary, utcnow
 from provisioner.errors import ProvisionerError, SpecError
 from provisioner.observe.meter import NO_METER, Meter
@@ -346,8 +347,12 @@ class Provisioner:
         sink: ResultSink,
         resume: ResumeState | None = None,
         on_result: Callable[[Result], None] | None = None,
+        salvage: Salvage | None = None,
     ) -> Summary:
-        """Run checked specs (a job file's, in order) into ``sink``: the file driver."""
+        """Run checked specs (a job file's, in order) into ``sink``: the file driver.
+
+        ``salvage`` receives every spec that did not finish (``run --salvage``).
+        """
         resume = resume or ResumeState(done={})
         runner = Runner(
             pipeline=self._pipeline(
@@ -360,6 +365,7 @@ class Provisioner:
             resume=resume,
             on_result=on_result,
             meter=self._meter,
+            salvage=salvage,
         )
         return await runner.run(items)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from provisioner.core.salvage import Salvage
 from provisioner.pacing.stopping import StopReason
 from provisioner.results import Result, Status
 
@@ -37,6 +38,7 @@ class Summary:
     this one did not retry (``--no-retry-failed``). Of the ``exists`` records,
     ``drifted`` differ from their spec where ``--update`` would change them (it
     was not given), and ``archived`` are archived (no run can change them).
+    ``salvage`` holds the specs that did not finish, by error type (``--salvage``).
     """
 
     created: int = 0
@@ -53,6 +55,7 @@ class Summary:
     retries: int = 0
     wall_s: float = 0.0
     stop: StopReason | None = field(default=None)
+    salvage: Salvage | None = field(default=None)
 
     def count(self, status: Status) -> None:
         """Add one final record of ``status``."""
@@ -108,7 +111,13 @@ class Summary:
             "wall_s": round(self.wall_s, 3),
             "creates_per_s": round(self.creates_per_s, 2),
             "stopped_by": self.stopped_by,
+            **self._salvage_dict(),
         }
+
+    def _salvage_dict(self) -> dict[str, Any]:
+        if self.salvage is None:
+            return {}
+        return {"salvage": self.salvage.to_dict(invalid=self.invalid)}
 
 
 def describe(summary: Summary, *, total: int, resumable: bool = True) -> list[str]:
@@ -131,6 +140,8 @@ def describe(summary: Summary, *, total: int, resumable: bool = True) -> list[st
             f"stopped ({summary.stop.text}): {summary.interrupted} in flight or unrecorded "
             f"and {not_started} not started{advice}"
         )
+    if summary.salvage is not None:
+        lines += summary.salvage.describe(invalid=summary.invalid)
     return lines
 
 
