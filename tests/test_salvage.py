@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from provisioner.core.salvage import error_type_of
 from provisioner.emulator import Emulator
+from provisioner.results import ErrorInfo
 from tests.helpers import (
     TEST_TOKEN,
     child_env,
@@ -19,6 +21,7 @@ from tests.helpers import (
     eventually,
     make_specs,
     records,
+    result,
     run_cli,
     start_cli,
 )
@@ -47,6 +50,25 @@ def salvaged(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def finished(log: list[dict[str, Any]]) -> set[str]:
     return {r["name"] for r in log if r["status"] in {"created", "exists", "updated"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        ("created", None, None),
+        ("exists", None, None),
+        ("updated", None, None),
+        ("invalid", ErrorInfo("invalid_spec", "config.type: bad"), None),
+        ("failed", ErrorInfo("http_503", "HTTP 503"), "http_503"),
+        ("failed", ErrorInfo("conflict_error", "name taken"), "conflict_error"),
+        ("failed", None, "failed"),
+    ],
+)
+def test_only_unfinished_records_are_salvaged_under_their_error_type(
+    status, error, expected
+):
+    """A success or an invalid spec is not salvaged; a failure is, under its error type."""
+    assert error_type_of(result("a", status, error=error)) == expected
 
 
 def test_failed_specs_are_salvaged_as_sent_and_their_rerun_creates_exactly_those(
@@ -163,6 +185,22 @@ def test_salvage_never_overwrites_a_job_file_or_the_result_log(
                    "--salvage", target) == 2  # fmt: skip
         assert f"--salvage {target} would overwrite {what}" in capsys.readouterr().err
     assert len(jobs.read_text().splitlines()) == 2
+    assert live_emulator.creation_counts() == {}
+
+
+def test_salvage_never_overwrites_the_summary_nor_goes_to_a_missing_folder(
+    live_emulator, write_jobs, tmp_path, capsys
+):
+    """--salvage onto the --summary file, or into a folder that does not exist, is refused before anything is sent."""
+    jobs = write_jobs(make_specs(2))
+    summary = tmp_path / "summary.json"
+    missing = tmp_path / "nope" / "s.jsonl"
+    assert cli(live_emulator, "run", jobs, "--results", tmp_path / "r.jsonl",
+               "--summary", summary, "--salvage", summary) == 2  # fmt: skip
+    assert f"--salvage {summary} would overwrite the summary" in capsys.readouterr().err
+    assert cli(live_emulator, "run", jobs, "--results", tmp_path / "r.jsonl",
+               "--salvage", missing) == 2  # fmt: skip
+    assert f"no such folder {missing.parent}" in capsys.readouterr().err
     assert live_emulator.creation_counts() == {}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from provisioner.cli.common import same_file, say
 from provisioner.cli.flags import STDIO, UsageError
@@ -31,23 +32,32 @@ def check_salvage_path(settings: RunSettings, jobs: Sequence[str]) -> None:
     if not path:
         return
     if path == STDIO:
-        for flag, other in (
-            ("--results", settings.results_path),
-            ("--summary", settings.summary_path),
-        ):
-            if other == STDIO:
-                raise UsageError(f"--salvage - and {flag} - would both write to stdout")
+        _check_stdout(settings)
         return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"--salvage {path}: no such folder {folder}")
     guarded = {"the summary": settings.summary_path or STDIO}
     if not settings.is_stdout_results:
         guarded["the result log"] = settings.results_path
         guarded["the result log's lock"] = lock_path(settings.results_path)
-    guarded.update(
-        {f"job file {job}": job for job in jobs if job != STDIN and not is_salvage(job)}
-    )
     for what, other in guarded.items():
         if other != STDIO and same_file(path, other):
             raise UsageError(f"--salvage {path} would overwrite {what}")
+    for job in jobs:
+        # is_salvage reads the file: only the job file that is the salvage's.
+        if job != STDIN and same_file(path, job) and not is_salvage(job):
+            raise UsageError(f"--salvage {path} would overwrite job file {job}")
+
+
+def _check_stdout(settings: RunSettings) -> None:
+    """One document per stdout: the salvage, or the records, or the summary."""
+    for flag, other in (
+        ("--results", settings.results_path),
+        ("--summary", settings.summary_path),
+    ):
+        if other == STDIO:
+            raise UsageError(f"--salvage - and {flag} - would both write to stdout")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -116,10 +117,13 @@ def is_salvage(path: str) -> bool:
     """Whether ``path`` is a salvage file (or empty), so a run may replace it.
 
     ``provisioner run retry.jsonl --salvage retry.jsonl`` salvages in place; any
-    other job file is never overwritten.
+    other job file is never overwritten. Only a regular file is read (a pipe
+    would lose what is read from it).
     """
     try:
         with Path(path).open("rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return False
             head = stream.read(len(HEADER_PREFIX))
     except OSError:
         return False
