@@ -44,20 +44,41 @@ class SpecError(ProvisionerError):
         field: dotted path of the offending field (``config.networking``), or ``""``
             for the spec as a whole.
         reason: what is wrong, as a short phrase.
+        column: the CSV column the field's value came from (``B (team)``), or
+            ``""`` when the spec was not read from a CSV row.
     """
 
     def __init__(
-        self, reason: str, *, source: str = "", line: int | None = None, field: str = ""
+        self,
+        reason: str,
+        *,
+        source: str = "",
+        line: int | None = None,
+        field: str = "",
+        column: str = "",
     ) -> None:
         super().__init__(reason)
         self.source = source
         self.line = line
         self.field = field
         self.reason = reason
+        self.column = column
 
     def located(self, source: str, line: int | None) -> SpecError:
         """Return a copy of this error placed at ``source:line``."""
-        return SpecError(self.reason, source=source, line=line, field=self.field)
+        return SpecError(
+            self.reason, source=source, line=line, field=self.field, column=self.column
+        )
+
+    def in_column(self, column: str) -> SpecError:
+        """Return a copy of this error naming the CSV ``column`` its value came from."""
+        return SpecError(
+            self.reason,
+            source=self.source,
+            line=self.line,
+            field=self.field,
+            column=column,
+        )
 
     @property
     def where(self) -> str:
@@ -67,7 +88,8 @@ class SpecError(ProvisionerError):
         return f"{self.source}:{self.line}"
 
     def __str__(self) -> str:
-        parts = [p for p in (self.where, self.field) if p]
+        column = f"column {self.column}" if self.column else ""
+        parts = [p for p in (self.where, column, self.field) if p]
         return ": ".join([*parts, self.reason])
 
 

@@ -331,9 +331,15 @@ class InvalidSpec:
 
     @property
     def reason(self) -> str:
-        """Every broken rule in one line: ``field: reason; ...``."""
+        """Every broken rule in one line: ``field: reason; ...``, each after its CSV
+        column (``column C (networking): ...``) when it has one."""
         return "; ".join(
-            f"{e.field}: {e.reason}" if e.field else e.reason for e in self.errors
+            ": ".join(
+                part
+                for part in (e.column and f"column {e.column}", e.field, e.reason)
+                if part
+            )
+            for e in self.errors
         )
 
 

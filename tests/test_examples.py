@@ -10,7 +10,12 @@ from provisioner.cli.main import main
 from tests.helpers import records
 
 JOBS = Path(__file__).parent.parent / "jobs"
-VALID = sorted(p for p in JOBS.iterdir() if p.name != "with-mistakes.jsonl")
+# A CSV's template is read with its CSV, not given as a job file.
+VALID = sorted(
+    p
+    for p in JOBS.iterdir()
+    if p.name != "with-mistakes.jsonl" and not p.name.endswith(".template.yaml")
+)
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -23,7 +28,21 @@ def test_jobs_folder_has_the_documented_examples():
         "mixed-networking.yaml",
         "platform-teams.json",
         "with-mistakes.jsonl",
+        "onboarding-sheet.csv",
+        "onboarding-sheet.template.yaml",
     } <= names
+
+
+def test_the_csv_example_fills_each_row_into_its_template(live_emulator, tmp_path):
+    """onboarding-sheet.csv creates one environment a row, each at the row's first line."""
+    results = tmp_path / "r.jsonl"
+    argv = ["run", str(JOBS / "onboarding-sheet.csv"), "--api-url", live_emulator.url]
+    assert main([*argv, "--rate", "0", "--results", str(results), "--no-progress"]) == 0
+    lines = [int(r["source"].rsplit(":", 1)[1]) for r in records(results)]
+    assert lines == [2, 3, 4, 5, 7]  # the row at line 5 holds a quoted line break
+    (search,) = (e for e in live_emulator.environments() if e["name"] == "sheet-search")
+    assert search["metadata"]["owner"] == "Bo, Chen"
+    assert search["description"] == 'Search: indexing and "relevance"'
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)

@@ -129,6 +129,7 @@ def test_validate_json_lists_each_error_with_file_line_field_and_reason():
     assert data["errors"][0] == {
         "source": str(MISTAKES),
         "line": 2,
+        "column": None,
         "field": "config.networking",
         "reason": "expected an object, got string",
     }

@@ -140,7 +140,13 @@ def validation_document(report: ScanReport) -> dict[str, Any]:
         "total": report.total,
         "invalid": report.total - report.valid,
         "errors": [
-            {"source": e.source, "line": e.line, "field": e.field, "reason": e.reason}
+            {
+                "source": e.source,
+                "line": e.line,
+                "column": e.column or None,
+                "field": e.field,
+                "reason": e.reason,
+            }
             for e in report.errors
         ],
     }
@@ -165,7 +171,8 @@ def print_errors(errors: Sequence[SpecError]) -> None:
     """Every located spec error, one line each, control characters escaped.
 
     With ``--log-format json`` each is a ``spec.rejected`` event: ``source``
-    (``file:line``, as in a record), ``field``, ``reason``, the line in ``message``.
+    (``file:line``, as in a record), ``column`` (of a CSV row), ``field``,
+    ``reason``, the line in ``message``.
     """
     for error in errors:
         if log.is_event_stream():
@@ -174,6 +181,7 @@ def print_errors(errors: Sequence[SpecError]) -> None:
                 str(error),
                 level="error",
                 source=error.where,
+                column=error.column,
                 field=error.field,
                 reason=error.reason,
             )

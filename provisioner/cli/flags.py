@@ -454,7 +454,7 @@ def _add_command(
             "jobs",
             nargs="+",
             metavar="JOB",
-            help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
+            help="job files (.jsonl, .json, .yaml, .csv); - reads JSONL from stdin",
         )
     if api:
         _add_api_url(parser)
@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         "jobs",
         nargs="+",
         metavar="JOB",
-        help="job files (.jsonl, .json, .yaml); - reads JSONL from stdin",
+        help="job files (.jsonl, .json, .yaml, .csv); - reads JSONL from stdin",
     )
     for name in COMMAND_FLAGS["validate"]:
         _add_flag(validate, "validate", FLAGS[name])

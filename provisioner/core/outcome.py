@@ -68,16 +68,13 @@ def error_info(exc: BaseException, *, lookup: BaseException | None = None) -> Er
 
 def invalid_result(item: InvalidSpec, *, target: str | None, now: datetime) -> Result:
     """The record of a spec that was never sent: every broken rule in one message."""
-    message = "; ".join(
-        f"{e.field}: {e.reason}" if e.field else e.reason for e in item.errors
-    )
     return Result(
         name=item.name,
         status="invalid",
         id=None,
         attempts=0,
         http_status=None,
-        error=ErrorInfo(type="invalid_spec", message=message),
+        error=ErrorInfo(type="invalid_spec", message=item.reason),
         source=item.location,
         started_at=now,
         finished_at=now,

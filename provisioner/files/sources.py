@@ -9,13 +9,16 @@ Formats, chosen by extension:
 * ``.json``: one JSON array of bodies, streamed element by element.
 * ``.yaml`` / ``.yml``: a list of bodies, or ``{defaults: {...}, environments:
   [...]}``, each entry deep-merged over ``defaults`` (:mod:`provisioner.files.yamlfile`).
+* ``.csv``: a header row, then one spec per row, made by the template beside
+  the file (``teams.csv`` + ``teams.template.yaml``, :mod:`provisioner.files.csvfile`);
+  an error in a templated field names the CSV column its value came from.
 * no known extension, on a path that is not a regular file (a FIFO, or the
   ``/dev/fd/63`` of ``provisioner run <(gen-specs)``): JSONL. A regular file
   with another extension is an error.
 
 Stdin and paths that are not regular files are read once and spooled (in
 memory, then on disk past a few MB): the run pass replays what the validate
-pass read. JSONL and JSON are read in chunks: memory stays flat however long
+pass read. JSONL, JSON and CSV are read in chunks: memory stays flat however long
 the file, apart from the duplicate-name check, which keeps 24 to 32 bytes a
 distinct name (:class:`~provisioner.files.names.NameIndex`).
 
@@ -32,8 +35,8 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from tempfile import SpooledTemporaryFile
 from typing import IO, BinaryIO, cast
@@ -41,6 +44,7 @@ from typing import IO, BinaryIO, cast
 import orjson
 
 from provisioner.errors import SourceError, SpecError
+from provisioner.files.csvfile import TEMPLATE_SUFFIXES, read_csv
 from provisioner.files.jsonarray import ArrayReader
 from provisioner.files.jsonlimits import DEPTH_REASON, check_value, too_deep
 from provisioner.files.names import NameIndex
@@ -62,7 +66,8 @@ class _Record:
     """One entry of a job file: a body, and why it could not be read as written.
 
     ``errors`` without a line are at the record's line. ``canonical`` is the
-    body's canonical JSON when the reader already made it.
+    body's canonical JSON when the reader already made it. ``columns`` maps
+    the fields a CSV row filled in to their columns.
     """
 
     line: int
@@ -70,6 +75,7 @@ class _Record:
     body: object
     errors: tuple[SpecError, ...] = ()
     canonical: bytes | None = None
+    columns: Mapping[str, str] | None = None
 
 
 Reader = Callable[[IO[bytes], str], Iterator[_Record]]
@@ -176,7 +182,7 @@ def _judge(
     record: _Record, source: str, name: str | None, first_at: str | None
 ) -> Spec | InvalidSpec:
     """Validate one record (its size too, from the bytes its key is made of)."""
-    return build_spec(
+    judged = build_spec(
         record.body,
         source=source,
         line=record.line,
@@ -185,10 +191,30 @@ def _judge(
         read_errors=record.errors,
         duplicate_of=first_at if name is not None else None,
     )
+    if isinstance(judged, Spec) or not record.columns:
+        return judged
+    errors = tuple(_in_column(e, record.columns) for e in judged.errors)
+    return replace(judged, errors=errors)
+
+
+def _in_column(error: SpecError, columns: Mapping[str, str]) -> SpecError:
+    """The error, naming the column of its field (or of the nearest field above it)."""
+    if error.column:
+        return error
+    path = error.field
+    while path:
+        if path in columns:
+            return error.in_column(columns[path])
+        path = path.rpartition(".")[0]
+    return error
 
 
 def _reader_for(path: str) -> Reader:
     """The reader for the path's extension; JSONL for a pipe without one."""
+    if path.lower().endswith(TEMPLATE_SUFFIXES):
+        csv_path = path[: path.rfind(".template.")] + ".csv"
+        reason = f"a CSV file's template, not a job file: give its CSV ({csv_path})"
+        raise SourceError(reason, source=path)
     suffix = PurePath(path).suffix.lower()
     reader = _READERS.get(suffix)
     if reader is not None:
@@ -199,7 +225,7 @@ def _reader_for(path: str) -> Reader:
             return _jsonl_records  # a pipe, a FIFO: /dev/fd/63 has no extension
     raise SourceError(
         f"unknown file type {suffix or '(no extension)'}: "
-        "expected .jsonl, .ndjson, .json, .yaml or .yml",
+        "expected .jsonl, .ndjson, .json, .yaml, .yml or .csv",
         source=path,
     )
 
@@ -285,12 +311,22 @@ def _yaml_records(stream: IO[bytes], source: str) -> Iterator[_Record]:
         yield _Record(entry.line, index, entry.body, entry.errors)
 
 
+# --- CSV ----------------------------------------------------------------------
+
+
+def _csv_records(stream: IO[bytes], source: str) -> Iterator[_Record]:
+    """One record per row, rendered through the file's template."""
+    for row in read_csv(stream, source):
+        yield _Record(row.line, row.index, row.body, row.errors, columns=row.columns)
+
+
 _READERS: dict[str, Reader] = {
     ".jsonl": _jsonl_records,
     ".ndjson": _jsonl_records,
     ".json": _json_records,
     ".yaml": _yaml_records,
     ".yml": _yaml_records,
+    ".csv": _csv_records,
 }
 
 

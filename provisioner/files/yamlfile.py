@@ -23,8 +23,9 @@ that silently differs from what it says:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -67,22 +68,53 @@ def read_yaml(stream: IO[bytes], source: str) -> list[YamlEntry]:
         SourceError: the file is not UTF-8 or not YAML, has an unexpected layout,
             a value that cannot be constructed, or broken defaults.
     """
-    data = stream.read()
-    _check_utf8(data, source)
-    loader = _Loader(data)
-    try:
-        root = _compose(loader, source)
+    empty = "empty YAML file: expected a list of specs"
+    with yaml_document(stream.read(), source, empty=empty) as (loader, root):
         nodes, defaults_node = _layout(root, source)
         shapes = _Shapes()
         defaults, defaults_values = _defaults(loader, shapes, defaults_node, source)
         entries = _Entries(loader, shapes, defaults, defaults_values)
         return [entries.read(node) for node in nodes]
+
+
+@contextlib.contextmanager
+def yaml_document(
+    data: bytes, source: str, *, empty: str
+) -> Iterator[tuple[yaml.SafeLoader, yaml.Node]]:
+    """The root node of a one-document YAML file, with the loader that constructs it.
+
+    YAML errors raised in the ``with`` block (a value the loader cannot
+    construct) become a located :class:`SourceError`, as do bytes that are
+    not UTF-8; ``empty`` is the reason given for a file without a document.
+    """
+    _check_utf8(data, source)
+    loader = _Loader(data)
+    try:
+        yield loader, _compose(loader, source, empty)
     except yaml.reader.ReaderError as exc:
         raise _reader_error(data, exc, source) from exc
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from exc
     finally:
         loader.dispose()
+
+
+def check_node(node: yaml.Node, source: str, label: str) -> None:
+    """Stop reading if ``node`` (``label`` in messages) nests too deep, holds too
+    many values once aliases are followed, or repeats a key.
+
+    Raises:
+        SourceError: at the node's line, or the repeated key's.
+    """
+    shape, line = _Shapes().of(node), _line(node)
+    if shape.depth > MAX_DEPTH:
+        raise SourceError(f"{label}: {DEPTH_REASON}", source=source, line=line)
+    if shape.values > MAX_YAML_VALUES:
+        raise SourceError(f"{label}: {VALUES_REASON}", source=source, line=line)
+    if shape.repeat is not None:
+        repeat = shape.repeat.under(label)
+        reason = f"{repeat.field}: {repeat.reason}"
+        raise SourceError(reason, source=source, line=repeat.line)
 
 
 class _Loader(_SafeLoader):
@@ -145,13 +177,13 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> SourceError:
     return SourceError(f"invalid YAML: {problem}", source=source, line=line)
 
 
-def _compose(loader: _Loader, source: str) -> yaml.Node:
+def _compose(loader: _Loader, source: str, empty: str) -> yaml.Node:
     try:
         root = loader.get_single_node()
     except RecursionError as exc:  # pragma: no cover - only the pure-Python composer recurses; libyaml stops at 1,000 levels
         raise SourceError(DEPTH_REASON, source=source) from exc
     if root is None:
-        raise SourceError("empty YAML file: expected a list of specs", source=source)
+        raise SourceError(empty, source=source)
     return root
 
 
@@ -207,23 +239,16 @@ def _top_level(root: yaml.MappingNode, source: str) -> dict[str, yaml.Node]:
 
 
 def _defaults(
-    loader: _Loader, shapes: _Shapes, node: yaml.Node | None, source: str
+    loader: yaml.SafeLoader, shapes: _Shapes, node: yaml.Node | None, source: str
 ) -> tuple[dict[str, Any], int]:
     """The constructed defaults and how many values they add to each spec."""
     if node is None:
         return {}, 0
-    shape, line = shapes.of(node), _line(node)
-    if shape.depth > MAX_DEPTH:
-        raise SourceError(f"defaults: {DEPTH_REASON}", source=source, line=line)
-    if shape.values > MAX_YAML_VALUES:
-        raise SourceError(f"defaults: {VALUES_REASON}", source=source, line=line)
-    if shape.repeat is not None:
-        repeat = shape.repeat.under("defaults")
-        reason = f"{repeat.field}: {repeat.reason}"
-        raise SourceError(reason, source=source, line=repeat.line)
+    check_node(node, source, "defaults")
+    values = shapes.of(node).values
     # A plain mapping node: the safe loader makes a dict of it.
     defaults: dict[str, Any] = loader.construct_document(node)
-    return defaults, shape.values
+    return defaults, values
 
 
 class _Entries:
@@ -231,7 +256,7 @@ class _Entries:
 
     def __init__(
         self,
-        loader: _Loader,
+        loader: yaml.SafeLoader,
         shapes: _Shapes,
         defaults: dict[str, Any],
         defaults_values: int,
