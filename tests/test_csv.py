@@ -317,6 +317,13 @@ def test_a_csv_without_a_template_or_a_template_as_a_job_file_is_refused(tmp_pat
     )
 
 
+def test_a_template_given_beside_its_csv_is_read_with_it(tmp_path):
+    """validate folder/* reads the CSV once, with its template, not the template as a job file."""
+    path = write_pair(tmp_path, teams(3))
+    result = run_cli("validate", tmp_path / "teams.template.yaml", path)
+    assert (result.returncode, result.stdout) == (0, "ok: 3 specs are valid\n")
+
+
 def test_a_yml_template_is_found_too(tmp_path):
     """teams.template.yml serves as well as .yaml."""
     path = tmp_path / "teams.csv"

@@ -7,7 +7,8 @@ parses and names job files that exist), ``teardown`` (the same, and every line t
 ``results.jsonl``), ``validate-output FILE`` (exactly what ``provisioner validate FILE``
 prints), ``summary-lines FILE`` and ``summary-json`` (the shape of a real run's summary),
 ``record`` (the fields of a real result record, in order), ``jsonl``, ``json-file`` and
-``yaml-file`` (example job files that validate). Every other ``sh`` block is checked like
+``yaml-file`` (example job files that validate), ``csv-template`` and ``csv-file`` (a
+template and the CSV that follows it, which validate together). Every other ``sh`` block is checked like
 ``commands`` too. The README stays short and links only to pages that exist.
 """
 
@@ -255,6 +256,20 @@ def test_the_example_job_files_validate(tmp_path: Path, kind: str, suffix: str) 
             report = scan(files)
         assert report.errors == [], f"{block}: {report.errors}"
         assert report.total > 0
+
+
+def test_the_csv_example_and_its_template_validate(tmp_path: Path) -> None:
+    """The manual's CSV example, read with the template shown before it, is valid."""
+    templates, sheets = of_kind("csv-template"), of_kind("csv-file")
+    assert len(templates) == len(sheets)
+    for number, (template, sheet) in enumerate(zip(templates, sheets, strict=True)):
+        (tmp_path / f"t{number}.template.yaml").write_text(template.body)
+        path = tmp_path / f"t{number}.csv"
+        path.write_text(sheet.body)
+        with JobFiles([str(path)]) as files:
+            report = scan(files)
+        assert report.errors == [], f"{sheet}: {report.errors}"
+        assert report.total == len(sheet.body.splitlines()) - 1
 
 
 def test_the_progress_example_has_the_fields_of_a_real_event() -> None:

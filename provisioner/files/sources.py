@@ -85,13 +85,14 @@ class JobFiles:
     """The specs of one or more job files, readable more than once (validate pass, then run pass).
 
     Args:
-        paths: job files in order; ``-`` means stdin (JSONL).
+        paths: job files in order; ``-`` means stdin (JSONL). A CSV template
+            given beside its CSV (``jobs/*``) is left out: it is read with the CSV.
         stdin: the stream ``-`` reads; spooled on first use so a second pass
             sees the same bytes, as are paths that are not regular files.
     """
 
     def __init__(self, paths: Sequence[str], *, stdin: BinaryIO | None = None) -> None:
-        self._paths = tuple(paths)
+        self._paths = tuple(p for p in paths if _csv_of(p) not in paths)
         self._stdin = stdin
         self._spools: dict[str, tuple[SpooledTemporaryFile[bytes], Reader]] = {}
 
@@ -209,10 +210,17 @@ def _in_column(error: SpecError, columns: Mapping[str, str]) -> SpecError:
     return error
 
 
+def _csv_of(path: str) -> str | None:
+    """The CSV file whose template ``path`` is, if it is named as a template."""
+    if not path.lower().endswith(TEMPLATE_SUFFIXES):
+        return None
+    return path[: path.lower().rfind(".template.")] + ".csv"
+
+
 def _reader_for(path: str) -> Reader:
     """The reader for the path's extension; JSONL for a pipe without one."""
-    if path.lower().endswith(TEMPLATE_SUFFIXES):
-        csv_path = path[: path.rfind(".template.")] + ".csv"
+    csv_path = _csv_of(path)
+    if csv_path is not None:
         reason = f"a CSV file's template, not a job file: give its CSV ({csv_path})"
         raise SourceError(reason, source=path)
     suffix = PurePath(path).suffix.lower()
