@@ -41,7 +41,8 @@ _LETTERS = 26
 class CsvEntry:
     """One row's spec: its first line, body, errors, and the column of each templated field.
 
-    ``columns`` maps a dotted field to its columns, e.g. ``{"name": "B (team)"}``.
+    ``columns`` maps a dotted field to its columns, e.g. ``{"name": "B (team)"}``
+    (one mapping, shared by every row of a file: read it, do not change it).
     """
 
     line: int
@@ -81,6 +82,11 @@ def read_csv(stream: IO[bytes], source: str) -> Iterator[CsvEntry]:
     names = [name.strip() for name in header]
     index_of = _header(names, template, source, header_line)
     labels = {name: column_label(i, name) for name, i in index_of.items()}
+    # The same for every row: each templated field's columns, as labels.
+    columns = {
+        name: ", ".join(labels[c] for c in used)
+        for name, used in template.fields.items()
+    }
     for index, (line, cells) in enumerate(rows):
         if isinstance(cells, SpecError):
             yield CsvEntry(line, index, None, (cells,), {})
@@ -90,11 +96,7 @@ def read_csv(stream: IO[bytes], source: str) -> Iterator[CsvEntry]:
             yield CsvEntry(line, index, None, (error,), {})
             continue
         rendered = template.render({c: cells[index_of[c]] for c in template.columns})
-        columns = {
-            name: ", ".join(labels[c] for c in used)
-            for name, used in rendered.fields.items()
-        }
-        yield CsvEntry(line, index, rendered.body, tuple(rendered.errors), columns)
+        yield CsvEntry(line, index, rendered.body, rendered.errors, columns)
 
 
 def column_label(index: int, name: str = "") -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import yaml
 
@@ -45,11 +45,12 @@ _IMMUTABLE = (str, int, float, bool, type(None))
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
-    """``{{ column | conversion }}`` at ``line`` of the template."""
+    """``{{ column | conversion }}`` at ``line`` of the template, in the dotted ``field``."""
 
     column: str
     conversion: str
     line: int
+    field: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,28 +60,33 @@ class _Text:
     parts: tuple[str | Placeholder, ...]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Rendered:
-    """One row's spec body, the errors of its conversions, and where each value came from.
-
-    ``fields`` maps a dotted field (``config.networking.type``) to the columns
-    whose cells made its value.
-    """
+    """One row's spec body, and the errors of its conversions."""
 
     body: object
-    errors: list[SpecError] = field(default_factory=list)
-    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    errors: tuple[SpecError, ...]
 
 
 class Template:
-    """A compiled template: call :meth:`render` with each row's cells, by column name."""
+    """A compiled template: call :meth:`render` with each row's cells, by column name.
+
+    Attributes:
+        source: the template's path.
+        columns: the columns it names, each once, in order of appearance.
+        fields: dotted field (``config.networking.type``) -> the columns whose
+            cells make its value; the same for every row.
+    """
 
     def __init__(self, tree: object, placeholders: list[Placeholder], source: str):
         self._tree = tree
         self._placeholders = tuple(placeholders)
         self.source = source
-        #: The columns the template names, each once, in order of appearance.
         self.columns = tuple(dict.fromkeys(p.column for p in placeholders))
+        fields: dict[str, list[str]] = {}
+        for placeholder in placeholders:
+            fields.setdefault(placeholder.field, []).append(placeholder.column)
+        self.fields = {k: tuple(dict.fromkeys(v)) for k, v in fields.items()}
 
     def check_header(self, header: Mapping[str, int], csv_source: str) -> None:
         """Stop if the template names a column that the CSV header lacks.
@@ -99,9 +105,9 @@ class Template:
 
     def render(self, row: Mapping[str, str]) -> Rendered:
         """The spec body for one row; ``row`` holds a cell for every column in :attr:`columns`."""
-        rendered = Rendered(None)
-        rendered.body = _fill(self._tree, (), row, rendered)
-        return rendered
+        errors: list[SpecError] = []
+        body = _fill(self._tree, row, errors)
+        return Rendered(body, tuple(errors))
 
 
 def read_template(path: str) -> Template:
@@ -126,7 +132,7 @@ def read_template(path: str) -> Template:
             raise SourceError(reason, source=path, line=_line(root))
         check_node(root, path, "template")
         placeholders: list[Placeholder] = []
-        tree = _Compiler(loader, path, placeholders).compile(root)
+        tree = _Compiler(loader, path, placeholders).compile(root, ())
     return Template(tree, placeholders, path)
 
 
@@ -144,18 +150,21 @@ class _Compiler:
         self._source = source
         self._found = found
 
-    def compile(self, node: yaml.Node) -> object:
+    def compile(self, node: yaml.Node, path: tuple[str, ...]) -> object:
+        """The node at the dotted ``path``, compiled (an alias's node once per use)."""
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR and "{{" in node.value:
-                return self._text(node.value, _line(node))
+                return self._text(node.value, _line(node), ".".join(path))
             return self._loader.construct_object(node)
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
-            return [self.compile(child) for child in node.value]
+            return [self.compile(c, (*path, str(i))) for i, c in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
-            return self._mapping(node)
+            return self._mapping(node, path)
         return self._loader.construct_object(node, deep=True)
 
-    def _mapping(self, node: yaml.MappingNode) -> dict[object, object]:
+    def _mapping(
+        self, node: yaml.MappingNode, path: tuple[str, ...]
+    ) -> dict[object, object]:
         self._loader.flatten_mapping(node)  # merge keys (<<: *base), as the loader does
         compiled: dict[object, object] = {}
         for key_node, value_node in node.value:
@@ -167,14 +176,15 @@ class _Compiler:
             if isinstance(key, str) and PLACEHOLDER.search(key):
                 reason = f"{key}: placeholders go in values, not in keys"
                 raise SourceError(reason, source=self._source, line=_line(key_node))
-            compiled[key] = self.compile(value_node)
+            compiled[key] = self.compile(value_node, (*path, str(key)))
         return compiled
 
-    def _text(self, value: str, line: int) -> object:
+    def _text(self, value: str, line: int, name: str) -> object:
         parts: list[str | Placeholder] = []
         at = 0
         for match in PLACEHOLDER.finditer(value):
-            parts.extend([value[at : match.start()], self._placeholder(match, line)])
+            placeholder = self._placeholder(match, line, name)
+            parts.extend([value[at : match.start()], placeholder])
             at = match.end()
         if not parts:  # a {{ that starts no placeholder is text
             return value
@@ -188,7 +198,7 @@ class _Compiler:
             raise SourceError(reason, source=self._source, line=line)
         return _Text(tuple(parts))
 
-    def _placeholder(self, match: re.Match[str], line: int) -> Placeholder:
+    def _placeholder(self, match: re.Match[str], line: int, name: str) -> Placeholder:
         column, _, conversion = match.group("inner").partition("|")
         column, conversion = column.strip(), conversion.strip()
         if not column:
@@ -198,42 +208,39 @@ class _Compiler:
             expected = ", ".join(CONVERSIONS)
             reason = f"{match.group()}: unknown conversion {conversion!r} (expected {expected})"
             raise SourceError(reason, source=self._source, line=line)
-        placeholder = Placeholder(column, conversion, line)
+        placeholder = Placeholder(column, conversion, line, name)
         self._found.append(placeholder)
         return placeholder
 
 
-def _fill(
-    node: object, path: tuple[str, ...], row: Mapping[str, str], out: Rendered
-) -> object:
-    """``node`` with its placeholders replaced from ``row``; notes fields and errors in ``out``."""
+def _fill(node: object, row: Mapping[str, str], errors: list[SpecError]) -> object:
+    """``node`` with its placeholders replaced from ``row``; conversion errors go to ``errors``."""
     if isinstance(node, dict):
-        return {k: _fill(v, (*path, str(k)), row, out) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_fill(v, (*path, str(i)), row, out) for i, v in enumerate(node)]
+        return {k: _fill(v, row, errors) for k, v in node.items()}
     if isinstance(node, Placeholder):
-        name = ".".join(path)
-        out.fields[name] = (node.column,)
-        return _convert(row[node.column], node.conversion, name, out)
+        return _convert(row[node.column], node, errors)
     if isinstance(node, _Text):
-        columns = [p.column for p in node.parts if isinstance(p, Placeholder)]
-        out.fields[".".join(path)] = tuple(dict.fromkeys(columns))
         return "".join(
             row[p.column] if isinstance(p, Placeholder) else p for p in node.parts
         )
+    if isinstance(node, list):
+        return [_fill(v, row, errors) for v in node]
     return node if isinstance(node, _IMMUTABLE) else copy.deepcopy(node)
 
 
-def _convert(cell: str, conversion: str, name: str, out: Rendered) -> object:
+def _convert(cell: str, placeholder: Placeholder, errors: list[SpecError]) -> object:
     """The value of one whole-value placeholder."""
-    if conversion and not cell.strip():
+    conversion = placeholder.conversion
+    if not conversion:
+        return cell
+    if not cell.strip():
         return None
     if conversion == "bool":
         word = cell.strip().lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
         reason = f"expected true or false (or yes/no, 1/0), got {cell!r}"
-        out.errors.append(SpecError(reason, field=name))
+        errors.append(SpecError(reason, field=placeholder.field))
         return cell
     if conversion == "list":
         return [item for item in _ITEM_SEPARATORS.split(cell) if item]
