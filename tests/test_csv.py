@@ -331,3 +331,49 @@ def test_a_yml_template_is_found_too(tmp_path):
     (tmp_path / "teams.template.yml").write_text(TEMPLATE)
     assert errors(path) == []
     assert len(bodies(path)) == 2
+
+
+def test_lists_anchors_and_a_literal_brace_pair_in_the_template(tmp_path):
+    """Placeholders fill list items and merged (<<) mappings; a {{ with no }} is plain text."""
+    template = """\
+name: &team "{{ team }}"
+description: "uses {{ and }"
+config:
+  type: cloud
+  networking:
+    type: limited
+    allowed_hosts: ["{{ host }}", pypi.org]
+metadata:
+  <<: {team: *team}
+  host: "{{ host }}.internal"
+"""
+    path = write_pair(tmp_path, "team,host\na,github.com\n", template)
+    ((_, body),) = bodies(path)
+    assert body["description"] == "uses {{ and }"  # type: ignore[index]
+    assert body["config"]["networking"]["allowed_hosts"] == ["github.com", "pypi.org"]  # type: ignore[index]
+    assert body["metadata"] == {"team": "a", "host": "github.com.internal"}  # type: ignore[index]
+
+
+def test_a_column_the_template_uses_given_twice_in_the_header_stops_reading(tmp_path):
+    """Which 'team' would it be? A repeated column is refused when the template names it."""
+    unused = write_pair(tmp_path, "team,owner,networking,x,x\na,o,unrestricted,1,2\n")
+    assert errors(unused) == []
+    used = write_pair(
+        tmp_path, "team,owner,networking,team\na,o,unrestricted,b\n", name="twice"
+    )
+    error = source_error(used)
+    assert (error.line, error.reason) == (
+        1,
+        "column 'team' is in the header twice (A and D)",
+    )
+
+
+def test_a_line_over_the_limit_stops_reading_at_its_line(tmp_path):
+    """A 1 MiB line is no spreadsheet row: refused at its line, unread."""
+    long_cell = "x" * (1024 * 1024)
+    path = write_pair(tmp_path, f"team,owner,networking\na,{long_cell},unrestricted\n")
+    error = source_error(path)
+    assert (error.line, error.reason) == (
+        2,
+        "a line over 1,048,576 bytes: not a CSV row",
+    )
