@@ -291,6 +291,15 @@ def test_without_a_conversion_a_number_or_boolean_stays_a_string(tmp_path):
         ('name: a\nmetadata:\n  "{{ team }}": x\n', 3, "placeholders go in values"),
         ("name: a\nname: b\n", 2, "template.name: duplicate key"),
         ("- name: a\n", 1, "a template is one spec"),
+        (
+            'name: a\nx: &a ["{{ team }}", "{{ team }}"]\n'
+            + "".join(
+                f"x{i}: &a{i} [*a{i - 1 if i else ''}, *a{i - 1 if i else ''}]\n"
+                for i in range(14)
+            ),
+            1,
+            "template: over 10,000 values in this file once aliases",
+        ),
     ],
 )
 def test_a_broken_template_stops_reading_at_its_line(tmp_path, template, line, reason):

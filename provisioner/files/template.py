@@ -34,6 +34,9 @@ from provisioner.errors import SourceError, SpecError
 from provisioner.files.yamlfile import check_node, yaml_document
 
 CONVERSIONS = ("bool", "list", "optional")
+# Values in a template once aliases are expanded: it is rendered once a row, and the
+# largest valid spec holds under 2,000 (256 hosts, 6 x 200 packages, 16 metadata).
+MAX_TEMPLATE_VALUES = 10_000
 PLACEHOLDER = re.compile(r"\{\{(?P<inner>.*?)\}\}", re.S)
 
 _TAG = "tag:yaml.org,2002:"
@@ -130,7 +133,7 @@ def read_template(path: str) -> Template:
         if not isinstance(root, yaml.MappingNode) or root.tag != _MAP:
             reason = "a template is one spec: a mapping with name, config, ..."
             raise SourceError(reason, source=path, line=_line(root))
-        check_node(root, path, "template")
+        check_node(root, path, "template", max_values=MAX_TEMPLATE_VALUES)
         placeholders: list[Placeholder] = []
         tree = _Compiler(loader, path, placeholders).compile(root, ())
     return Template(tree, placeholders, path)

@@ -99,9 +99,11 @@ def yaml_document(
         loader.dispose()
 
 
-def check_node(node: yaml.Node, source: str, label: str) -> None:
-    """Stop reading if ``node`` (``label`` in messages) nests too deep, holds too
-    many values once aliases are followed, or repeats a key.
+def check_node(
+    node: yaml.Node, source: str, label: str, *, max_values: int = MAX_YAML_VALUES
+) -> None:
+    """Stop reading if ``node`` (``label`` in messages) nests too deep, holds more
+    than ``max_values`` values once aliases are followed, or repeats a key.
 
     Raises:
         SourceError: at the node's line, or the repeated key's.
@@ -109,8 +111,9 @@ def check_node(node: yaml.Node, source: str, label: str) -> None:
     shape, line = _Shapes().of(node), _line(node)
     if shape.depth > MAX_DEPTH:
         raise SourceError(f"{label}: {DEPTH_REASON}", source=source, line=line)
-    if shape.values > MAX_YAML_VALUES:
-        raise SourceError(f"{label}: {VALUES_REASON}", source=source, line=line)
+    if shape.values > max_values:
+        reason = VALUES_REASON.replace(f"{MAX_YAML_VALUES:,}", f"{max_values:,}")
+        raise SourceError(f"{label}: {reason}", source=source, line=line)
     if shape.repeat is not None:
         repeat = shape.repeat.under(label)
         reason = f"{repeat.field}: {repeat.reason}"
