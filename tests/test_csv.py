@@ -215,6 +215,11 @@ def test_an_empty_file_has_no_header(tmp_path):
         == "expected a header row of column names"
     )
     assert bodies(write_pair(tmp_path, "team,owner,networking\n", name="only")) == []
+    broken = source_error(write_pair(tmp_path, '\n"team"x,owner\n', name="broken"))
+    assert (broken.line, broken.reason) == (
+        2,
+        "expected a header row of column names: invalid CSV: ',' expected after '\"'",
+    )
 
 
 # --- the template ---------------------------------------------------------------

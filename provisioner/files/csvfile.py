@@ -78,6 +78,8 @@ def read_csv(stream: IO[bytes], source: str) -> Iterator[CsvEntry]:
     header_line, header = next(rows, (None, None))
     if header_line is None or not isinstance(header, list):
         reason = "expected a header row of column names"
+        if isinstance(header, SpecError):
+            reason = f"{reason}: {header.reason}"
         raise SourceError(reason, source=source, line=header_line)
     names = [name.strip() for name in header]
     index_of = _header(names, template, source, header_line)
