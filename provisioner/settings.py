@@ -27,6 +27,8 @@ TOKEN_ENV = "QODER_PAT"  # noqa: S105 - the variable's name, not a token
 API_URL_ENVS = ("QODER_API_URL", "QODER_BASE_URL")
 #: The CA bundle variable of requests (and so of many Python tools).
 CA_BUNDLE_ENV = "REQUESTS_CA_BUNDLE"
+#: The update verbs of the doc generations: POST (the newest), PUT (the oldest).
+UPDATE_METHODS = ("POST", "PUT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,9 @@ class ApiSettings:
             ``REQUESTS_CA_BUNDLE`` gave it.
         allow_insecure_http: allow plain ``http://`` to any host, with a warning.
         proxy: where a proxy may come from (explicit, or the environment).
+        update_method: the verb of an update, ``POST`` (the newest docs) or
+            ``PUT`` (the oldest); ``run --preflight`` sets it from what the
+            target accepts.
 
     Raises:
         ConfigError: a URL that is malformed, carries credentials, or is plain
@@ -58,15 +63,20 @@ class ApiSettings:
     ca_file: str | None = None
     allow_insecure_http: bool = False
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    update_method: str = "POST"
 
     def __post_init__(self) -> None:
+        if self.update_method not in UPDATE_METHODS:
+            raise ConfigError(
+                f"update_method must be POST or PUT, got {self.update_method!r}"
+            )
         if self.timeout_s <= 0:
             raise ConfigError(f"--timeout must be positive, got {self.timeout_s}")
-        parts = _split_api_url(self.base_url)
-        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        if is_insecure_url(self.base_url):
             if not self.allow_insecure_http:
+                host = _split_api_url(self.base_url).hostname
                 raise ConfigError(
-                    f"the API URL is plain http to {parts.hostname}, which would send "
+                    f"the API URL is plain http to {host}, which would send "
                     "the token unencrypted: use https, or pass --allow-insecure-http"
                 )
             warnings.warn(
@@ -99,10 +109,9 @@ class ApiSettings:
             ConfigError: no token, an unreadable token or CA file, a bad URL or
                 proxy URL.
         """
-        url = api_url or next((env[k] for k in API_URL_ENVS if env.get(k)), None)
         return cls(
             token=read_token(env, token_file, hint=token_hint),
-            base_url=(url or DEFAULT_API_URL).rstrip("/"),
+            base_url=api_url_from_env(env, api_url),
             timeout_s=timeout_s,
             ca_file=ca_file or env.get(CA_BUNDLE_ENV) or None,
             allow_insecure_http=allow_insecure_http,
@@ -136,6 +145,22 @@ def _split_api_url(url: str) -> SplitResult:
     except ValueError as exc:
         raise ConfigError(f"API URL has a bad port{shown}") from exc
     return parts
+
+
+def api_url_from_env(env: Mapping[str, str], api_url: str | None = None) -> str:
+    """The API base URL: ``api_url``, else ``QODER_API_URL``/``QODER_BASE_URL``, else the default."""
+    url = api_url or next((env[k] for k in API_URL_ENVS if env.get(k)), None)
+    return (url or DEFAULT_API_URL).rstrip("/")
+
+
+def is_insecure_url(url: str) -> bool:
+    """Whether ``url`` is plain ``http://`` to a host that is not loopback.
+
+    Raises:
+        ConfigError: ``url`` is malformed or carries credentials.
+    """
+    parts = _split_api_url(url)
+    return parts.scheme == "http" and not _is_loopback_host(parts.hostname)
 
 
 def is_loopback_url(url: str) -> bool:

@@ -41,7 +41,7 @@ from provisioner.api.responses import (
     request_id,
     translate_error,
 )
-from provisioner.errors import CONNECTION_RESET, ConfigError, TransportError
+from provisioner.errors import CONNECTION_RESET, ApiError, ConfigError, TransportError
 from provisioner.redact import Scrubber
 from provisioner.settings import VERSION, ApiSettings
 
@@ -99,6 +99,23 @@ class Updated:
     environment: dict[str, Any]
     http_status: int
     request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A raw answer for ``provisioner doctor``: whatever its status, never raised.
+
+    Attributes:
+        http_status: the status, error statuses and redirects included.
+        headers: the answer's headers, names lower-cased (the last of repeats).
+        payload: the JSON body, or ``None`` for an empty or non-JSON body.
+        error: the error the answer stands for (scrubbed), when it is 3xx/4xx/5xx.
+    """
+
+    http_status: int
+    headers: Mapping[str, str]
+    payload: object
+    error: ApiError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +328,7 @@ class ApiClient:
         self.proxy = route
         self._scrub = Scrubber(secrets)
         self._create_url = URL(f"{self._base}/environments")
+        self._update_method = settings.update_method
         self._max_answer_bytes = max_answer_bytes
         self._max_page_bytes = max_page_bytes
         self._walk = WalkLimits(
@@ -329,8 +347,8 @@ class ApiClient:
             TransportError: no usable answer; ``bad_answer`` (ambiguous: it may
                 have committed) for a body without a valid id or above the cap.
         """
-        status, payload, resp_headers = await self._post_keyed(
-            "/environments", self._create_url, body, idempotency_key, attempt
+        status, payload, resp_headers = await self._send_keyed(
+            "POST", "/environments", body, key=idempotency_key, attempt=attempt
         )
         if not isinstance(payload, dict) or not is_env_id(payload.get("id")):
             raise self._bad_answer(status, "create", payload)
@@ -349,7 +367,8 @@ class ApiClient:
         idempotency_key: str,
         attempt: int = 1,
     ) -> Updated:
-        """``POST /environments/{id}`` (the newest docs' update) with an ``Idempotency-Key``.
+        """``POST /environments/{id}`` (the newest docs' update; ``PUT``, the oldest
+        docs', when ``ApiSettings.update_method`` says so) with an ``Idempotency-Key``.
 
         Only an answer that is the environment ``env_id`` is a success.
 
@@ -360,8 +379,8 @@ class ApiClient:
                 body that is not this environment or is above the cap.
         """
         path = self._env_path(env_id)
-        status, payload, resp_headers = await self._post_keyed(
-            path, URL(self._base + path), body, idempotency_key, attempt
+        status, payload, resp_headers = await self._send_keyed(
+            self._update_method, path, body, key=idempotency_key, attempt=attempt
         )
         if not isinstance(payload, dict) or payload.get("id") != env_id:
             raise self._bad_answer(status, "update", payload)
@@ -371,23 +390,25 @@ class ApiClient:
             request_id=request_id(resp_headers, payload),
         )
 
-    async def _post_keyed(
+    async def _send_keyed(
         self,
+        method: str,
         path: str,
-        url: URL,
         body: Mapping[str, Any],
-        idempotency_key: str,
+        *,
+        key: str,
         attempt: int,
     ) -> tuple[int, object, Mapping[str, str]]:
-        """A JSON ``POST`` to ``url`` with its ``Idempotency-Key`` and retry count."""
+        """A JSON ``method`` to ``url`` with its ``Idempotency-Key`` and retry count."""
         # aiohttp refuses a header value holding CR or LF (no request smuggling).
         headers = {
             **self._json_headers,
-            "Idempotency-Key": idempotency_key,
+            "Idempotency-Key": key,
             "X-Qoder-Retry-Count": str(attempt - 1),
         }
+        url = self._create_url if path == "/environments" else URL(self._base + path)
         return await self._send(
-            "POST", url, f"POST {path}", headers=headers, data=orjson.dumps(body)
+            method, url, f"{method} {path}", headers=headers, data=orjson.dumps(body)
         )
 
     def _bad_answer(self, status: int, what: str, payload: object) -> TransportError:
@@ -539,6 +560,66 @@ class ApiClient:
         max_bytes: int | None = None,
     ) -> tuple[int, object, Mapping[str, str]]:
         """One request; its answer read up to ``max_bytes`` (the answer cap)."""
+        status, raw, resp_headers = await self._exchange(
+            method, url, where, headers=headers, data=data, max_bytes=max_bytes
+        )
+        if status in REDIRECT_STATUSES:  # never followed: it would hand the token on
+            raise redirect_error(where, status, resp_headers, scrub=self._scrub)
+        payload = parse_json(raw)
+        if status >= 400:  # noqa: PLR2004 - HTTP's error boundary
+            raise translate_error(status, payload, raw, resp_headers, scrub=self._scrub)
+        return status, payload, resp_headers
+
+    async def probe(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Probe:
+        """One request to ``path`` under the base URL whose answer is returned, not raised.
+
+        ``provisioner doctor`` reads the status and headers of answers that
+        other calls would raise (401, 404, 405, a 400 naming a field).
+
+        Raises:
+            TransportError: no usable answer (connection, TLS, proxy, timeout).
+        """
+        url = URL(self._base + path)
+        if params:
+            url = url.with_query(params)
+        headers = dict(self._headers if body is None else self._json_headers)
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        data = None if body is None else orjson.dumps(body)
+        where = f"{method} {path}"
+        status, raw, resp_headers = await self._exchange(
+            method, url, where, headers=headers, data=data
+        )
+        payload = parse_json(raw)
+        error: ApiError | None = None
+        if status in REDIRECT_STATUSES:
+            error = redirect_error(where, status, resp_headers, scrub=self._scrub)
+        elif status >= 400:  # noqa: PLR2004 - HTTP's error boundary
+            error = translate_error(
+                status, payload, raw, resp_headers, scrub=self._scrub
+            )
+        lowered = {k.lower(): v for k, v in resp_headers.items()}
+        return Probe(http_status=status, headers=lowered, payload=payload, error=error)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: URL,
+        where: str,
+        *,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """Send one request and read its answer: status, body, headers."""
         max_bytes = max_bytes or self._max_answer_bytes
         if self._session.closed:
             raise TransportError(
@@ -556,15 +637,9 @@ class ApiClient:
                 **self._via,
             ) as answer:
                 raw = await read_capped(answer, max_bytes)
-                status, resp_headers = answer.status, answer.headers
+                return answer.status, raw, answer.headers
         except (TimeoutError, aiohttp.ClientError, AnswerTooLargeError) as exc:
             raise self._transport_error(where, exc, max_bytes) from exc
-        if status in REDIRECT_STATUSES:  # never followed: it would hand the token on
-            raise redirect_error(where, status, resp_headers, scrub=self._scrub)
-        payload = parse_json(raw)
-        if status >= 400:  # noqa: PLR2004 - HTTP's error boundary
-            raise translate_error(status, payload, raw, resp_headers, scrub=self._scrub)
-        return status, payload, resp_headers
 
     def _transport_error(
         self, where: str, exc: BaseException, max_bytes: int
@@ -688,6 +763,7 @@ __all__ = [
     "Created",
     "ListWalk",
     "Page",
+    "Probe",
     "Updated",
     "WalkLimits",
     "next_cursor",

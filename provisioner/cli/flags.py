@@ -48,6 +48,21 @@ AUTO_RATE = "auto"
 MAX_PORT = 65535
 COMPLETION_SHELLS = ("bash", "zsh")
 DEAD_LETTER_ACTIONS = ("list", "show", "replay", "purge")
+DOCTOR_DESCRIPTION = (
+    "Check the target before a bulk run writes anything, one line per check (ok, "
+    "warn or fail): the URL's scheme (plain http to a remote host fails), the proxy "
+    "the API URL goes through (and NO_PROXY), the CA trusted, the token (401/403), "
+    "the base URL (and its docs generation), the clock against the server's Date, "
+    "the rate headers, the update verb (POST or PUT) and the networking.type "
+    "spellings accepted. Every request changes nothing: a list of one environment; "
+    "an update of an id that cannot exist (404: the verb is accepted, 405: it is "
+    "not); and, per spelling, a create whose metadata is invalid, so that the "
+    "server refuses it (at config.networking: the spelling is refused; at "
+    "metadata: accepted). Should a server create one anyway, doctor archives it at "
+    "once and says so. Each probe is sent once, never retried; the token is never "
+    "shown. Exit 0 when no check fails (warnings included), 1 when one does, 2 for "
+    "a usage error."
+)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _UNKNOWN = "unrecognized arguments: "
@@ -349,6 +364,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--metrics-textfile", _file, None, "when the run ends, write its series to this file for node_exporter's textfile collector (atomically; name it *.prom)", "PATH"),
     Flag("--pushgateway", _url, None, "when the run ends, push its series to this Prometheus Pushgateway (http://host:9091); a user:password@ belongs in PROVISIONER_PUSHGATEWAY, never here", "URL", argv_convert=_url_on_argv),
     Flag("--pushgateway-job", _name, _default(LastRunSettings, "pushgateway_job"), "the job label of the --pushgateway group (default %(default)s)", "NAME"),
+    Flag("--preflight", None, False, "first run provisioner doctor's checks against the API; a failed check stops the run before anything is sent but the checks' probes (exit 1), and an update learnt to be PUT only is sent with PUT"),
     Flag("--html", _path, None, "also write a self-contained HTML report with charts to this file; - for stdout, in place of the summary", "PATH"),
 )}  # fmt: skip
 
@@ -369,7 +385,7 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary", "--salvage",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress",
             "--progress-interval", "--update", "--metrics-port", "--metrics-host",
-            "--metrics-textfile", "--pushgateway", "--pushgateway-job"),
+            "--metrics-textfile", "--pushgateway", "--pushgateway-job", "--preflight"),
     "plan": ("--token-file", "--ca-file", "--proxy", "--proxy-file",
              "--allow-insecure-http", "--concurrency", "--rate", "--results", "--timeout",
              "--max-attempts", "--deadline", "--backoff", "--backoff-max",
@@ -377,6 +393,9 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "import": ("--into", "--include-archived", "--token-file", "--ca-file", "--proxy",
                "--proxy-file", "--allow-insecure-http", "--rate", "--timeout",
                "--max-attempts", "--deadline", "--backoff", "--backoff-max",
+               "--log-format", "--log-level", "--format"),
+    "doctor": ("--token-file", "--ca-file", "--proxy", "--proxy-file",
+               "--allow-insecure-http", "--rate", "--timeout",
                "--log-format", "--log-level", "--format"),
     "validate": ("--format",),
     "enqueue": (*_REDIS, "--log-format", "--log-level", "--format"),
@@ -517,6 +536,10 @@ def check_combinations(args: argparse.Namespace, given: set[str]) -> None:
         raise UsageError(
             "--token-file and --sandbox exclude each other (the sandbox makes its own token)"
         )
+    if args.sandbox and args.preflight:
+        raise UsageError(
+            "--preflight and --sandbox exclude each other (the sandbox is the emulator)"
+        )
     if args.update and args.on_conflict == "fail":
         raise UsageError(
             "--update and --on-conflict fail exclude each other (an existing name would fail, not update)"
@@ -603,6 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "import", jobs=True, api=True,
         summary="record environments that exist already in a result log (--into), sending no write",
         description="Validate job files, read every environment once and record each one named as a spec as exists (with its drift) in --into, so plan, run --update and archive/delete --include-existing take it over; specs without an environment are listed, archived environments skipped.",
+    )  # fmt: skip
+    _add_command(
+        sub, "doctor", jobs=False, api=True,
+        summary="check the API before a bulk run: token, URL, dialect, rate headers, clock, proxy, CA",
+        description=DOCTOR_DESCRIPTION,
     )  # fmt: skip
     for action in ("archive", "delete"):
         _add_command(

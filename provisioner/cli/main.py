@@ -74,7 +74,12 @@ from provisioner.results import (
     set_aside,
 )
 from provisioner.results.lock import LogLock, lock_path
-from provisioner.settings import LastRunSettings, MetricsSettings, RunSettings
+from provisioner.settings import (
+    ApiSettings,
+    LastRunSettings,
+    MetricsSettings,
+    RunSettings,
+)
 
 if TYPE_CHECKING:  # prometheus-client only with a metrics flag
     from provisioner.observe.metrics import Metrics
@@ -129,6 +134,10 @@ def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per co
             from provisioner.cli.adopt import cmd_import  # noqa: PLC0415 - only import needs it
 
             return cmd_import(args)
+        if args.command == "doctor":
+            from provisioner.cli.doctor import cmd_doctor  # noqa: PLC0415 - only doctor needs it
+
+            return cmd_doctor(args)
         if args.command == "report":
             from provisioner.cli.report import cmd_report  # noqa: PLC0415 - only report needs it
 
@@ -221,6 +230,14 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunSettings, RetryPolicy]:
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, policy = _run_settings(args)
     api = api_settings(args)
+    if args.preflight:
+        log.configure(
+            fmt=args.log_format, level=args.log_level, secrets=[api.token.reveal()]
+        )
+        checked = _preflight(api, args)
+        if checked is None:
+            return ExitCode.FAILED
+        api = checked
     config = ProvisionerConfig(
         api=api,
         policy=policy,
@@ -273,6 +290,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if plan.last_run is not None and series is not None:
         leave_last_run(plan.last_run, series, started_s=started_s, exit_code=code)
     return code
+
+
+def _preflight(api: ApiSettings, args: argparse.Namespace) -> ApiSettings | None:
+    """``run --preflight``: ``api`` as the checks found it, or ``None`` when one failed."""
+    from provisioner.cli.doctor import preflight  # noqa: PLC0415 - only --preflight needs it
+
+    diagnosis = preflight(api, args)
+    if diagnosis.has_failure:
+        failed = ", ".join(c.name for c in diagnosis.checks if c.level == "fail")
+        say(
+            f"error: preflight failed ({failed}); nothing was created "
+            "(provisioner doctor shows the checks)",
+            event="run.refused",
+            level="error",
+            failed=failed,
+        )
+        return None
+    method = diagnosis.learnt.update_method
+    if method is None or method == api.update_method:
+        return api
+    return replace(api, update_method=method)
 
 
 def _default_results() -> str:

@@ -123,12 +123,8 @@ class Api:
     def add_routes(self, app: web.Application) -> None:
         """Register every API route under both prefixes."""
         collection = {"POST": self._create, "GET": self._list}
-        item = {
-            "GET": self._get,
-            "POST": self._update,
-            "PUT": self._update,
-            "DELETE": self._delete,
-        }
+        item = {"GET": self._get, "DELETE": self._delete}
+        item.update(dict.fromkeys(self.config.update_methods, self._update))
         for prefix in API_PREFIXES:
             self._resource(app, f"{prefix}/environments", collection)
             self._resource(app, f"{prefix}/environments/{{env_id}}", item)
@@ -281,6 +277,8 @@ class Api:
     ) -> web.Response:
         """A JSON answer with ``request-id`` (a fresh 409 counts as a conflict)."""
         headers = {"Content-Type": "application/json", "request-id": rid}
+        if self.config.rate_limit_headers:
+            headers.update(self.injector.rate_headers())
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         elif status == 409:  # noqa: PLR2004  # HTTP Conflict
@@ -288,7 +286,7 @@ class Api:
         return web.Response(status=status, body=body, headers=headers)
 
     def _rate_limited(self, rid: str) -> web.Response:
-        headers = {}
+        headers = self.injector.rate_headers() if self.config.rate_limit_headers else {}
         retry_after = self.injector.retry_after()
         if retry_after is not None:
             headers["Retry-After"] = retry_after
@@ -313,7 +311,11 @@ class Api:
     # -- operations ---------------------------------------------------------------
 
     def _create(self, call: Call) -> tuple[int, Any]:
-        fields = validate_create(parse_body(call.raw), echo=self.config.config_echo)
+        fields = validate_create(
+            parse_body(call.raw),
+            echo=self.config.config_echo,
+            networking_types=self.config.networking_types,
+        )
         env = self.store.create(call.scope, fields)
         self.stats.creations += 1
         return 201, env
@@ -327,7 +329,11 @@ class Api:
 
     def _update(self, call: Call) -> tuple[int, Any]:
         self.store.get(call.scope, call.env_id)  # 404 before 400
-        patch = validate_update(parse_body(call.raw), echo=self.config.config_echo)
+        patch = validate_update(
+            parse_body(call.raw),
+            echo=self.config.config_echo,
+            networking_types=self.config.networking_types,
+        )
         return 200, self.store.update(call.scope, call.env_id, patch)
 
     def _archive(self, call: Call) -> tuple[int, Any]:

@@ -21,10 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from provisioner.emulator.config import DEFAULT_MAX_BODY_BYTES, EmulatorConfig
+from provisioner.emulator.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    UPDATE_METHODS,
+    EmulatorConfig,
+)
 from provisioner.emulator.faults import FaultPlan
 from provisioner.emulator.server import Emulator
-from provisioner.emulator.validation import CONFIG_ECHOES
+from provisioner.emulator.validation import CONFIG_ECHOES, NETWORKING_TYPES
 
 PROG = "provisioner emulator"
 EXIT_OK, EXIT_OS, EXIT_USAGE = 0, 1, 2
@@ -188,6 +192,24 @@ def _server_flags(group: argparse._ArgumentGroup) -> None:
         help="a larger body gets 400",
     )
     add("--state", metavar="FILE", default=None, help="JSON state file")
+    add(
+        "--update-method",
+        choices=("both", "post", "put"),
+        default="both",
+        help="the update verb accepted: POST (newest docs), PUT (oldest) or both",
+    )
+    add(
+        "--networking-type",
+        action="append",
+        choices=NETWORKING_TYPES,
+        default=None,
+        help="a networking.type spelling accepted (repeatable; default: all four)",
+    )
+    add(
+        "--rate-limit-headers",
+        action="store_true",
+        help="send X-RateLimit-Limit/-Remaining/-Reset with --rate-limit",
+    )
 
 
 def config_from(args: argparse.Namespace) -> EmulatorConfig:
@@ -211,6 +233,11 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         faults=plan,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        update_methods=UPDATE_METHODS
+        if args.update_method == "both"
+        else (args.update_method.upper(),),
+        networking_types=tuple(args.networking_type or NETWORKING_TYPES),
+        rate_limit_headers=args.rate_limit_headers,
     )
 
 

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from provisioner.emulator.faults import FaultPlan
-from provisioner.emulator.validation import CONFIG_ECHOES, ConfigEcho
+from provisioner.emulator.validation import CONFIG_ECHOES, NETWORKING_TYPES, ConfigEcho
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: The update verbs of the doc generations: POST (the newest), PUT (the oldest).
+UPDATE_METHODS = ("POST", "PUT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,15 @@ class EmulatorConfig:
         tls_cert: PEM certificate chain file; with ``tls_key`` the emulator serves
             HTTPS (``Emulator.url`` starts with ``https://``). Both or neither.
         tls_key: PEM private key file of ``tls_cert``.
+        update_methods: the verbs ``/environments/{id}`` accepts for an update:
+            both (the default), ``("POST",)`` as the newest docs or ``("PUT",)`` as
+            the oldest; another verb is 405.
+        networking_types: the ``config.networking.type`` spellings accepted
+            (all four by default; ``unrestricted`` always); another is 400
+            ``param: "config.networking.type"``.
+        rate_limit_headers: with a rate limit set, every API answer carries
+            ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``
+            (the headers the docs plan); off by default, as the docs say today.
     """
 
     token: str | None = None
@@ -46,6 +57,9 @@ class EmulatorConfig:
     faults: FaultPlan = field(default_factory=FaultPlan)
     tls_cert: str | None = None
     tls_key: str | None = None
+    update_methods: tuple[str, ...] = UPDATE_METHODS
+    networking_types: tuple[str, ...] = NETWORKING_TYPES
+    rate_limit_headers: bool = False
 
     def __post_init__(self) -> None:
         if self.limit_over_max not in ("reject", "cap"):
@@ -64,5 +78,16 @@ class EmulatorConfig:
             )
         if self.token is not None and not self.token.strip():
             raise ValueError("token must not be empty")
+        if not self.update_methods or not set(self.update_methods) <= set(
+            UPDATE_METHODS
+        ):
+            raise ValueError(
+                f"update_methods must be POST, PUT or both, got {self.update_methods!r}"
+            )
+        if not set(self.networking_types) <= set(NETWORKING_TYPES):
+            raise ValueError(
+                f"networking_types must be among {', '.join(NETWORKING_TYPES)}, "
+                f"got {self.networking_types!r}"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: give both or neither")

@@ -160,6 +160,11 @@ class TokenBucket:
         self._tokens = tokens
         return False
 
+    @property
+    def remaining(self) -> int | None:
+        """Whole tokens left after the last take; None before the first."""
+        return None if self._tokens is None else math.floor(self._tokens)
+
 
 class FaultInjector:
     """Draws a ``Draw`` per request from one RNG seeded by ``plan.seed``."""
@@ -207,6 +212,18 @@ class FaultInjector:
         """Apply the plan's rate limit at monotonic time ``now``."""
         plan = self.plan
         return self._bucket.take(plan.rate_limit_per_s, plan.rate_limit_burst, now)
+
+    def rate_headers(self) -> dict[str, str]:
+        """``X-RateLimit-Limit``/``-Remaining``/``-Reset`` of the bucket (none when off)."""
+        plan = self.plan
+        remaining = self._bucket.remaining
+        if plan.rate_limit_per_s <= 0 or remaining is None:
+            return {}
+        return {
+            "X-RateLimit-Limit": f"{plan.rate_limit_per_s:g}",
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(1 / plan.rate_limit_per_s)),
+        }
 
     def retry_after(self) -> str | None:
         """The ``Retry-After`` header value (whole seconds, rounded up), or None."""

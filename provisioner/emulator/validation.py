@@ -81,11 +81,18 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def validate_create(body: dict[str, Any], *, echo: ConfigEcho) -> dict[str, Any]:
+def validate_create(
+    body: dict[str, Any],
+    *,
+    echo: ConfigEcho,
+    networking_types: tuple[str, ...] = NETWORKING_TYPES,
+) -> dict[str, Any]:
     """The stored fields of a new environment, or 400.
 
     ``config`` is stored as ``echo`` says: exactly as sent (the seed's example), or
-    normalised with every sub-field filled in (the newest docs).
+    normalised with every sub-field filled in (the newest docs). A
+    ``networking.type`` outside ``networking_types`` is 400 (``unrestricted`` is
+    always accepted).
     """
     _only(body, TOP_LEVEL_KEYS, "")
     if "name" not in body:
@@ -94,14 +101,19 @@ def validate_create(body: dict[str, Any], *, echo: ConfigEcho) -> dict[str, Any]
     fields["description"] = _description(body.get("description"))
     if "config" not in body:
         raise invalid("config", "field required")
-    fields["config"] = _config(body["config"], echo)
+    fields["config"] = _config(body["config"], echo, networking_types)
     fields["metadata"] = _metadata(body.get("metadata"))
     if body.get("scope") is not None:
         fields["scope"] = _scope(body["scope"])
     return fields
 
 
-def validate_update(body: dict[str, Any], *, echo: ConfigEcho) -> dict[str, Any]:
+def validate_update(
+    body: dict[str, Any],
+    *,
+    echo: ConfigEcho,
+    networking_types: tuple[str, ...] = NETWORKING_TYPES,
+) -> dict[str, Any]:
     """The fields an update changes (metadata as a patch, config as on create), or 400."""
     _only(body, TOP_LEVEL_KEYS, "")
     patch: dict[str, Any] = {}
@@ -110,7 +122,7 @@ def validate_update(body: dict[str, Any], *, echo: ConfigEcho) -> dict[str, Any]
     if "description" in body:
         patch["description"] = _description(body["description"])
     if "config" in body:
-        patch["config"] = _config(body["config"], echo)
+        patch["config"] = _config(body["config"], echo, networking_types)
     if "metadata" in body:
         patch["metadata"] = _metadata_patch(body["metadata"])
     if body.get("scope") is not None:
@@ -136,13 +148,17 @@ def apply_metadata(current: dict[str, str], patch: MetadataPatch) -> dict[str, s
     return merged
 
 
-def _config(value: object, echo: ConfigEcho) -> dict[str, Any]:
-    normal = normalise_config(value)
+def _config(
+    value: object, echo: ConfigEcho, networking_types: tuple[str, ...]
+) -> dict[str, Any]:
+    normal = normalise_config(value, networking_types=networking_types)
     # A checked config is an object; the parsed body is ours, so no copy is needed.
     return normal if echo == "normalized" else _object("config", value)
 
 
-def normalise_config(value: object) -> dict[str, Any]:
+def normalise_config(
+    value: object, *, networking_types: tuple[str, ...] = NETWORKING_TYPES
+) -> dict[str, Any]:
     """``config`` as the newest docs echo it (every sub-field filled in), or 400."""
     config = _object("config", value)
     if "type" not in config:
@@ -158,7 +174,7 @@ def normalise_config(value: object) -> dict[str, Any]:
     _only(config, CLOUD_KEYS, "config.")
     normal: dict[str, Any] = {
         "type": "cloud",
-        "networking": _networking(config.get("networking")),
+        "networking": _networking(config.get("networking"), networking_types),
         "packages": _packages(config.get("packages")),
     }
     if config.get("setup_script") is not None:
@@ -238,7 +254,7 @@ def _scope(value: object) -> str:
     return str(value)
 
 
-def _networking(value: object) -> dict[str, Any]:
+def _networking(value: object, accepted: tuple[str, ...]) -> dict[str, Any]:
     if value is None:
         return {"type": "unrestricted"}
     path = "config.networking"
@@ -249,8 +265,8 @@ def _networking(value: object) -> dict[str, Any]:
     if kind == "unrestricted":
         _only_type(networking, path, "networking.type is unrestricted")
         return {"type": "unrestricted"}
-    if kind not in NETWORKING_TYPES:
-        expected = ", ".join(NETWORKING_TYPES)
+    if kind not in accepted:
+        expected = ", ".join(accepted)
         raise invalid(f"{path}.type", f"must be one of {expected}, got {shown(kind)}")
     _only(networking, LIMITED_KEYS, f"{path}.")
     hosts = _hosts(networking.get("allowed_hosts"))
