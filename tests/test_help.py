@@ -26,6 +26,7 @@ PAGE_OF = {
     "validate": "commands/validate.md",
     "plan": "commands/plan.md",
     "import": "commands/import.md",
+    "doctor": "commands/doctor.md",
     "archive": "commands/teardown.md",
     "delete": "commands/teardown.md",
     "enqueue": "commands/queue.md",
