@@ -278,7 +278,9 @@ async def check_networking(client: ApiClient) -> tuple[Check, tuple[str, ...] | 
         else "accepts unrestricted"
     ]
     if refused:
-        parts.append(f"refuses {', '.join(refused)}: a spec that uses it is rejected (400)")
+        parts.append(
+            f"refuses {', '.join(refused)}: a spec that uses it is rejected (400)"
+        )
     if unknown:
         parts.append(f"cannot tell for {', '.join(unknown)}")
     if created:
