@@ -9,14 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from provisioner.api.client import Probe
+from provisioner.api.client import ApiClient, Probe, open_session
 from provisioner.cli.main import main
 from provisioner.emulator import Emulator, FaultPlan
 from provisioner.lifecycle.checks import check_proxy
-from provisioner.lifecycle.probes import check_clock
+from provisioner.lifecycle.probes import check_clock, check_networking
 from provisioner.proxy import ProxyConfig
-from tests.helpers import TEST_TOKEN, child_env, make_specs, records, run_cli
+from provisioner.redact import Secret
+from provisioner.settings import ApiSettings
+from tests.helpers import (
+    TEST_TOKEN,
+    Serve,
+    child_env,
+    issue,
+    make_specs,
+    records,
+    run_cli,
+)
 
 MakeLive = Callable[..., Emulator]
 WRONG_TOKEN = "pt-wrong-token-0123456789abcdef"
@@ -228,6 +239,40 @@ def test_the_proxy_check_names_no_proxy_and_hides_credentials(
     assert "s3cret" not in str(check.to_dict())
 
 
+def test_the_ca_check_names_the_ca_and_an_untrusted_certificate_fails(
+    make_live_emulator: MakeLive,
+    cli_env: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An https target: its private CA is named when trusted; untrusted, the connect check fails."""
+    pki = issue(tmp_path, "127.0.0.1")
+    emulator = make_live_emulator(tls_cert=pki.cert_file, tls_key=pki.key_file)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"):
+            patch.delenv(name, raising=False)
+        code, lines, _ = doctor(capsys, emulator, "--ca-file", pki.ca_file)
+        assert code == 0
+        assert lines["transport"] == "ok    transport     https to 127.0.0.1"
+        assert (
+            lines["ca"] == f"ok    ca            trusts {pki.ca_file} (from --ca-file)"
+        )
+        answered = emulator.stats()["requests"]
+        code, lines, _ = doctor(capsys, emulator)
+        assert code == 1
+        assert lines["ca"] == "ok    ca            the system's store"
+        assert lines["connect"].startswith("fail  connect       GET /environments: TLS")
+        empty = tmp_path / "empty.pem"
+        empty.write_text("")
+        code, lines, _ = doctor(capsys, emulator, "--ca-file", str(empty))
+        assert code == 1
+        assert lines["ca"].startswith(
+            f"fail  ca            cannot load CA file {empty}"
+        )
+        assert "token" not in lines
+    assert emulator.stats()["requests"] == answered  # neither reached the API
+
+
 def test_a_clock_far_from_the_servers_date_warns() -> None:
     """A clock more than 30 s off the server's Date is a warning saying which way."""
     now = 1_800_000_000.0
@@ -304,3 +349,26 @@ def test_preflight_and_sandbox_exclude_each_other(
     jobs = write_jobs(make_specs(1))
     assert main(["run", str(jobs), "--sandbox", "--preflight"]) == 2
     assert "--preflight and --sandbox exclude each other" in capsys.readouterr().err
+
+
+async def test_a_probe_the_server_creates_anyway_is_archived(serve: Serve) -> None:
+    """A server that creates the networking probe despite its invalid metadata gets it archived."""
+    env_id = "env_" + "a" * 32
+
+    async def lenient(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/archive"):
+            return web.json_response(
+                {"id": env_id, "archived_at": "2026-12-07T00:00:00Z"}
+            )
+        return web.json_response({"id": env_id, "type": "environment"}, status=201)
+
+    server = await serve(lenient)
+    settings = ApiSettings(token=Secret(TEST_TOKEN), base_url=server.url)
+    async with open_session(concurrency=1, timeout_s=5) as session:
+        check, types = await check_networking(ApiClient(session, settings=settings))
+    assert check.level == "warn"
+    assert "created probes despite their invalid metadata: env_aaaa" in check.message
+    assert check.details["created"] == [env_id] * 3
+    assert types == ("unrestricted", "limited", "allowlist", "allowed_hosts")
+    archived = [r for r in server.requests if r.endswith("/archive")]
+    assert archived == [f"POST /api/environments/{env_id}/archive"] * 3

@@ -40,9 +40,7 @@ class ExitCode(IntEnum):
     """What ``provisioner`` exits with (docs/exit-codes.md lists each)."""
 
     OK = 0  # every spec of the job is created or exists
-    FAILED = (
-        1  # a spec failed, or a 401/403 or an untrusted certificate stopped the run
-    )
+    FAILED = 1  # a spec failed, a 401/403 or an untrusted certificate stopped the run, a doctor check failed
     USAGE = 2  # bad flags, unreadable or invalid input, a locked result log; nothing was sent
     LOG_WRITE = 74  # the result log could not be written (EX_IOERR): re-run to resume
     INTERRUPTED = (

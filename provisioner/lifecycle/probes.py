@@ -264,35 +264,35 @@ async def check_update(client: ApiClient) -> tuple[Check, str | None]:
 async def check_networking(client: ApiClient) -> tuple[Check, tuple[str, ...] | None]:
     """Which allowlist spellings pass validation (probes that must be refused)."""
     outcomes = {kind: await _spelling(client, kind) for kind in SPELLINGS}
-    accepted = [k for k, o in outcomes.items() if o in ("accepted", "created")]
+    created = {k: o.partition(":")[2] for k, o in outcomes.items() if ":" in o}
+    accepted = [k for k, o in outcomes.items() if o == "accepted" or k in created]
     refused = [k for k, o in outcomes.items() if o == "refused"]
-    unknown = [
-        k for k, o in outcomes.items() if o not in ("accepted", "created", "refused")
-    ]
-    details = {"accepted": accepted, "refused": refused, "unknown": unknown}
-    created = [o for o in outcomes.values() if o.startswith("created")]
-    types = None if unknown else ("unrestricted", *accepted)
-    parts = [
-        f"accepts unrestricted, {', '.join(accepted)}"
-        if accepted
-        else "accepts unrestricted"
-    ]
+    unknown = [k for k in SPELLINGS if k not in accepted and k not in refused]
+    details = {
+        "accepted": accepted,
+        "refused": refused,
+        "unknown": unknown,
+        "created": list(created.values()),
+    }
+    parts = [", ".join(["accepts unrestricted", *accepted])]
     if refused:
         parts.append(
-            f"refuses {', '.join(refused)}: a spec that uses it is rejected (400)"
+            f"refuses {', '.join(refused)}: a spec that uses one is rejected (400)"
         )
     if unknown:
         parts.append(f"cannot tell for {', '.join(unknown)}")
     if created:
         parts.append(
-            "the server created a probe despite its invalid metadata (archived)"
+            "the server created probes despite their invalid metadata: "
+            f"{', '.join(created.values())} (named {PROBE_NAME}, archived at once)"
         )
     level: Level = "warn" if refused or unknown or created else "ok"
+    types = None if unknown else ("unrestricted", *accepted)
     return Check("networking", level, "; ".join(parts), details), types
 
 
 async def _spelling(client: ApiClient, kind: str) -> str:
-    """``accepted``, ``refused``, ``created`` (and archived) or ``unknown``."""
+    """``accepted``, ``refused``, ``unknown``, or ``created:<id>`` (then archived)."""
     networking = {"type": kind, "allowed_hosts": ["example.com"]}
     body = {
         "name": PROBE_NAME,
@@ -306,13 +306,12 @@ async def _spelling(client: ApiClient, kind: str) -> str:
     except TransportError:
         return "unknown"
     payload = probe.payload
-    if (
-        probe.error is None
-        and isinstance(payload, dict)
-        and is_env_id(payload.get("id"))
-    ):
-        await _archive_quietly(client, str(payload["id"]))
-        return "created"
+    if probe.error is None and isinstance(payload, dict):
+        env_id = payload.get("id")
+        if is_env_id(env_id):
+            if await _archive_quietly(client, str(env_id)):
+                return f"created:{env_id}"
+            return f"created:{env_id} (not archived: archive it by hand)"
     if probe.http_status != 400:  # noqa: PLR2004 - Bad Request
         return "unknown"
     param = _error_param(payload)
@@ -321,11 +320,13 @@ async def _spelling(client: ApiClient, kind: str) -> str:
     return "refused" if param.startswith("config.networking") else "accepted"
 
 
-async def _archive_quietly(client: ApiClient, env_id: str) -> None:
+async def _archive_quietly(client: ApiClient, env_id: str) -> bool:
+    """Archive a probe the server should not have created; False when that failed."""
     try:
         await client.archive(env_id)
     except (ApiError, TransportError):
-        return
+        return False
+    return True
 
 
 def _error_param(payload: object) -> str | None:
