@@ -42,6 +42,7 @@ class ExitCode(IntEnum):
     OK = 0  # every spec of the job is created or exists
     FAILED = 1  # a spec failed, a 401/403 or an untrusted certificate stopped the run, a doctor check failed
     USAGE = 2  # bad flags, unreadable or invalid input, a locked result log; nothing was sent
+    TOO_MANY_FAILURES = 65  # past --max-failures (EX_DATAERR): fix the cause, re-run
     LOG_WRITE = 74  # the result log could not be written (EX_IOERR): re-run to resume
     INTERRUPTED = (
         130  # SIGINT or SIGTERM; the result log is consistent: re-run to resume
@@ -57,6 +58,7 @@ STOP_EXITS = {
     StopKind.TLS: ExitCode.FAILED,
     StopKind.LOG_WRITE: ExitCode.LOG_WRITE,
     StopKind.PIPE: ExitCode.PIPE,
+    StopKind.FAILURES: ExitCode.TOO_MANY_FAILURES,
 }
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from provisioner.errors import ConfigError
 from provisioner.pacing.retry import RetryPolicy
+from provisioner.pacing.tolerance import MIN_SAMPLE, MaxFailures
 from provisioner.proxy import DIRECT, has_password
 from provisioner.redact import redacted_url
 from provisioner.settings import (
@@ -325,6 +326,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--deadline", _positive(float), _default(RetryPolicy, "deadline_s"), "seconds after a spec's first attempt when no new attempt starts (default %(default)s)", "S"),
     Flag("--backoff", _number(float, 0), _default(RetryPolicy, "wait_initial_s"), "seconds before the first retry; doubles each time, less up to 25%% jitter (default %(default)s)", "S"),
     Flag("--backoff-max", _number(float, 0), _default(RetryPolicy, "wait_max_s"), "longest backoff between attempts, in seconds (default %(default)s)", "S"),
+    Flag("--max-failures", _checked(MaxFailures.parse, "--max-failures"), None, f"stop starting specs once more than N specs failed in a way retrying cannot fix (a 4xx; not 5xx, resets or 429), or more than N%% of those finished (judged from {MIN_SAMPLE} on); a worker counts the whole pool's, in Redis; 0 stops at the first (default: never)", "N|N%"),
     Flag("--grace", _number(float, 0), _default(RunSettings, "grace_s"), "seconds in-flight requests may finish after SIGINT/SIGTERM (default %(default)s)", "S"),
     Flag("--results", _path, None, f"result log, JSON Lines; - for stdout (run: default {_default(RunSettings, 'results_path')}, with --sandbox {SANDBOX_RESULTS}; worker: none; archive/delete: default FROM with .archive.jsonl/.delete.jsonl for .jsonl; plan: none, else read for its forecast and resume)", "PATH"),
     Flag("--summary", _path, None, "also write the run summary as JSON to this file; - for stdout", "PATH"),
@@ -349,6 +351,7 @@ FLAGS: dict[str, Flag] = {flag.name: flag for flag in (
     Flag("--results-retention", _checked(Trim.parse, "--results-retention"), _default(QueueRetention, "results"), "what the results stream keeps: the newest N records, those younger than an age (7d, 36h, 30m), or all (default %(default)s)", "N|AGE"),
     Flag("--dead-letters-retention", _checked(Trim.parse, "--dead-letters-retention"), _default(QueueRetention, "dead_letters"), "what the dead-letter stream keeps, as --results-retention (default %(default)s)", "N|AGE"),
     Flag("--outcomes-retention", _checked(outcome_days, "--outcomes-retention"), _default(QueueRetention, "outcome_days"), "how long a settled spec stays known, so queuing it again sends nothing: whole days (7d, 48h), 2 to 90 (default %(default)s days)", "AGE"),
+    Flag("--reset-failures", None, False, "set the pool's count of --max-failures back to 0 (workers it stopped can start again), then print the status"),
     Flag("--format", _choice(("text", "json")), "text", "text or json (default %(default)s)", "{text,json}"),
     Flag("--update", None, False, "update environments that exist with another description, config or metadata in place (same id); without it, that drift is only reported"),
     Flag("--detailed-exitcode", None, False, "exit 2 when the plan has changes (0: none, 1: error), as terraform plan does"),
@@ -384,7 +387,7 @@ _TEARDOWN = (
 COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "run": ("--sandbox", "--sandbox-faults", *_API, "--results", "--summary", "--salvage",
             "--skip-invalid", "--resume", "--retry-failed", "--no-progress",
-            "--progress-interval", "--update", "--metrics-port", "--metrics-host",
+            "--progress-interval", "--update", "--max-failures", "--metrics-port", "--metrics-host",
             "--metrics-textfile", "--pushgateway", "--pushgateway-job", "--preflight"),
     "plan": ("--token-file", "--ca-file", "--proxy", "--proxy-file",
              "--allow-insecure-http", "--concurrency", "--rate", "--results", "--timeout",
@@ -401,9 +404,10 @@ COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "enqueue": (*_REDIS, "--log-format", "--log-level", "--format"),
     "worker": (*_REDIS, "--group", "--consumer", "--claim-idle", "--max-deliveries",
                "--exit-when-empty", "--results-retention", "--dead-letters-retention",
-               "--outcomes-retention", "--results", *_API, "--metrics-port", "--metrics-host",
+               "--outcomes-retention", "--results", *_API, "--max-failures",
+               "--metrics-port", "--metrics-host",
                "--progress-interval", "--format"),
-    "queue-status": (*_REDIS, "--group", "--format"),
+    "queue-status": (*_REDIS, "--group", "--format", "--reset-failures"),
     "dead-letters": (*_REDIS, "--reason", "--limit", "--format", "--yes"),
     "report": ("--format", "--html"),
     "archive": _TEARDOWN,

@@ -246,6 +246,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         update=bool(args.update),
         target=SANDBOX_TARGET if args.sandbox else None,
         run_id=args.run_id,
+        max_failures=args.max_failures,
     )
     faults = sandbox_faults(args.sandbox_faults) if args.sandbox else None
     log.configure(

@@ -38,6 +38,7 @@ from provisioner.observe import log
 from provisioner.observe.progress import ProgressLog, progress_mode
 from provisioner.pacing.choice import make_pool_limiter
 from provisioner.pacing.stopping import StopController, StopKind
+from provisioner.pacing.tolerance import MaxFailures
 from provisioner.queue.message import message_fields
 from provisioner.queue.streams import JobQueue, QueueStatus
 from provisioner.queue.worker import Worker
@@ -190,6 +191,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     enabled=True, stream=sys.stderr, log_format=args.log_format
                 )
                 == "events",
+                max_failures=args.max_failures,
             )
         )
     if args.format == "json":
@@ -247,6 +249,7 @@ async def _work(
     metrics: MetricsSettings | None = None,
     *,
     events: bool = False,
+    max_failures: MaxFailures | None = None,
 ) -> tuple[Summary, int]:
     stop = StopController(grace_s=settings.grace_s)
     async with _connected(redis, retries=8) as queue:
@@ -282,6 +285,7 @@ async def _work(
                 sink=sink,
                 meter=meter,
                 on_settled=None if progress is None else progress.count,
+                max_failures=max_failures,
             )
             try:
                 with eventloop.signals_stop(stop), progress or contextlib.nullcontext():
@@ -312,6 +316,8 @@ def _worker_exit(summary: Summary, dead: int) -> int:
         return ExitCode.INTERRUPTED
     if stop is not None and stop.kind is StopKind.LOG_WRITE:
         return ExitCode.LOG_WRITE
+    if stop is not None and stop.kind is StopKind.FAILURES:
+        return ExitCode.TOO_MANY_FAILURES
     if (
         summary.failed
         or dead
@@ -325,9 +331,12 @@ def _worker_exit(summary: Summary, dead: int) -> int:
 
 
 def cmd_queue_status(args: argparse.Namespace) -> int:
-    """Print the stream's length, pending messages per consumer, results and dead letters."""
+    """Print the stream's length, pending messages per consumer, results and dead letters.
+
+    With ``--reset-failures`` the pool's ``--max-failures`` tally starts again first.
+    """
     settings = redis_settings(args)
-    status = eventloop.run(_status(settings))
+    status = eventloop.run(_status(settings, reset_failures=bool(args.reset_failures)))
     if args.format == "json":
         print_json(status.to_dict())
     else:
@@ -335,8 +344,16 @@ def cmd_queue_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-async def _status(settings: RedisSettings) -> QueueStatus:
+async def _status(settings: RedisSettings, *, reset_failures: bool) -> QueueStatus:
     async with _connected(settings) as queue:
+        if reset_failures:
+            await queue.reset_failures()
+            say(
+                f"the failure count of stream {settings.stream} is reset: workers "
+                "stopped by --max-failures can be started again",
+                event="queue.failures_reset",
+                stream=settings.stream,
+            )
         return await queue.status(settings.group)
 
 
@@ -358,6 +375,10 @@ def render_status(status: QueueStatus, settings: RedisSettings) -> str:
     ]
     if status.pool_rate_per_s is not None:
         lines.append(f"  pool rate (adaptive)  {status.pool_rate_per_s:g}/s")
+    tally = status.failures
+    lines.append(
+        f"  failures for --max-failures  {tally.failed} of {tally.finished} finished"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from provisioner.errors import ApiError, TransportError
+from provisioner.errors import ApiError, ConflictError, TransportError
 from provisioner.httpstatus import meaning
+from provisioner.pacing.retry import decide
 from provisioner.results import ErrorInfo, Result, Status
 from provisioner.spec import InvalidSpec
 
@@ -48,6 +49,22 @@ def may_have_committed(exc: ApiError | TransportError) -> bool:
     if isinstance(exc, TransportError):
         return exc.is_ambiguous
     return meaning(exc.status).may_have_committed
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying can never fix ``exc`` (what ``--max-failures`` counts).
+
+    A name or key conflict, and any 4xx the retry decision gives up on: not 408,
+    429 or a 409 "still in progress" (retried, so a wait), never a 5xx, a reset or
+    a timeout, which an outage produces and which pass.
+    """
+    if isinstance(exc, ConflictError):
+        return True
+    return (
+        isinstance(exc, ApiError)
+        and 400 <= exc.status <= 499  # noqa: PLR2004 - the client-error class
+        and not decide(exc).retry
+    )
 
 
 def error_type(exc: BaseException) -> str:
@@ -88,6 +105,7 @@ __all__ = [
     "error_info",
     "error_type",
     "invalid_result",
+    "is_permanent",
     "may_have_committed",
     "replay_status",
 ]

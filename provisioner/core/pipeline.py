@@ -14,6 +14,7 @@ settled: such a spec gets no record, so a later run (or delivery) redoes it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from provisioner.core.outcome import (
     conflict_status,
     error_info,
     error_type,
+    is_permanent,
     may_have_committed,
     replay_status,
 )
@@ -387,6 +389,8 @@ class Pipeline:
         result = self._result(
             spec, tries, "failed", env_id=env_id, error=info, drift=drift, update=update
         )
+        if is_permanent(exc):
+            result = dataclasses.replace(result, is_permanent=True)
         log.warning(
             "env.failed",
             name=spec.name,

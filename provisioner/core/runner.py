@@ -36,6 +36,7 @@ from provisioner.pacing.stopping import (
     StopReason,
     run_workers,
 )
+from provisioner.pacing.tolerance import MaxFailures
 from provisioner.results import Result, ResultSink, ResumeState
 from provisioner.spec import InvalidSpec, Spec
 
@@ -55,6 +56,8 @@ class Runner:
         on_result: called with each record after it is written (progress display).
         meter: counts each record by status (``--metrics-port``).
         salvage: receives every spec that did not finish (``--salvage``).
+        max_failures: stop once this run's failures that retrying cannot fix are
+            past it (``--max-failures``); specs skipped on resume count for nothing.
     """
 
     def __init__(
@@ -69,9 +72,11 @@ class Runner:
         on_result: Callable[[Result], None] | None = None,
         meter: Meter = NO_METER,
         salvage: Salvage | None = None,
+        max_failures: MaxFailures | None = None,
     ) -> None:
         self._meter = meter
         self._salvage = salvage
+        self._tolerance = None if max_failures is None else FailureCount(max_failures)
         self._pipeline = pipeline
         self._stop = stop
         self._sink = sink
@@ -172,10 +177,38 @@ class Runner:
             self._stop.stop(stop_reason_for(exc))
             return False
         self.summary.record(result)
+        if self._tolerance is not None and (stop := self._tolerance.add(result)):
+            self._stop.stop(stop)
         self._meter.recorded(result.status)
         if self._on_result is not None:
             self._on_result(result)
         return True
+
+
+class FailureCount:
+    """One run's tally for ``--max-failures``: specs sent and finished, and those of
+    them that failed for good; invalid specs (never sent) count for neither."""
+
+    def __init__(self, limit: MaxFailures) -> None:
+        self._limit = limit
+        self.failed = 0
+        self.finished = 0
+
+    def add(self, result: Result) -> StopReason | None:
+        """Count ``result``; the stop it brings, if it is one too many."""
+        if result.status == "invalid":
+            return None
+        self.finished += 1
+        self.failed += result.is_permanent
+        if not self._limit.is_exceeded(failed=self.failed, finished=self.finished):
+            return None
+        log.warning(
+            "run.failure_limit_reached",
+            failed=self.failed,
+            finished=self.finished,
+            max_failures=str(self._limit),
+        )
+        return self._limit.reason(failed=self.failed, finished=self.finished)
 
 
 def stop_reason_for(exc: ResultLogError) -> StopReason:
@@ -186,4 +219,4 @@ def stop_reason_for(exc: ResultLogError) -> StopReason:
     return StopReason(StopKind.LOG_WRITE, str(exc))
 
 
-__all__ = ["Runner", "stop_reason_for"]
+__all__ = ["FailureCount", "Runner", "stop_reason_for"]

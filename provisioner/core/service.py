@@ -33,6 +33,7 @@ from provisioner.pacing.choice import make_limiter
 from provisioner.pacing.limiter import RateLimiter
 from provisioner.pacing.retry import RetryBudget, RetryPolicy
 from provisioner.pacing.stopping import StopController
+from provisioner.pacing.tolerance import MaxFailures
 from provisioner.redact import Scrubber, Secret
 from provisioner.results import (
     Result,
@@ -66,6 +67,8 @@ class ProvisionerConfig:
         target: what records name as their API; the base URL when ``None``.
         run_id: what the pipeline's records name as their run (a command's, a
             worker process's); ``None``: the result sink fills it in, if it knows one.
+        max_failures: a file run stops starting specs once its failures that
+            retrying cannot fix are past this (``--max-failures``); ``None``: never.
     """
 
     api: ApiSettings
@@ -75,6 +78,7 @@ class ProvisionerConfig:
     update: bool = False
     target: str | None = None
     run_id: str | None = None
+    max_failures: MaxFailures | None = None
 
     @property
     def target_name(self) -> str:
@@ -366,6 +370,7 @@ class Provisioner:
             on_result=on_result,
             meter=self._meter,
             salvage=salvage,
+            max_failures=self.config.max_failures,
         )
         return await runner.run(items)
 

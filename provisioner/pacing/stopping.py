@@ -1,7 +1,8 @@
 """How a run (or a worker) stops: drain first, then a grace period, then cancel.
 
 :class:`StopController` is shared by a driver and the pipeline it drives. The
-first stop (a signal, a 401, a result log that cannot be written) drains: no new
+first stop (a signal, a 401, a result log that cannot be written, too many
+failures) drains: no new
 spec starts, no new attempt is sent, backoff waits wake at once, and requests in
 flight may finish for ``grace_s`` seconds. A second signal, or the end of the
 grace period, cancels what is still in flight (those specs get no record, so a
@@ -30,6 +31,7 @@ class StopKind(Enum):
     TLS = "tls"  # the server's certificate is not trusted: so would every request be
     LOG_WRITE = "log_write"  # the result log could not be written
     PIPE = "pipe"  # the reader of ``--results -`` went away
+    FAILURES = "failures"  # past ``--max-failures`` (see ``pacing/tolerance.py``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,42 +31,51 @@ end
 """
 
 # Settles a batch of messages, each as the single-message steps did.
-# KEYS: specs, results, today's outcome bucket, then every other bucket a lookup reads.
-# ARGV: group, results trim kind, trim limit, the bucket's expiry (Unix s), then six
-#       per message: id, spec key, record, is_success ("1"/"0"), exists record, outcome.
-# Returns, per message, the record published, or nil when it was settled already (a
-# retried call whose first reply was lost, or a worker that took the message over and
-# finished first): one record per message, whatever is retried.
+# KEYS: specs, results, failures (hash: the pool's --max-failures tally), today's
+#       outcome bucket, then every other bucket a lookup reads.
+# ARGV: group, results trim kind, trim limit, the bucket's expiry (Unix s), then seven
+#       per message: id, spec key, record, is_success ("1"/"0"), exists record,
+#       outcome, is_permanent ("1": a failure retrying cannot fix).
+# Returns {published, failed, finished}: per message the record published, or nil when
+# it was settled already (a retried call whose first reply was lost, or a worker that
+# took the message over and finished first), so one record per message whatever is
+# retried; then the pool's tally after the batch: failures counted, records published.
 SETTLE_LUA = (
     _CAP
     + """
 local group, cap = ARGV[1], trimming(ARGV[2], ARGV[3])
-local published, remembered = {}, false
-for i = 5, #ARGV, 6 do
+local published, remembered, finished, failed = {}, false, 0, 0
+for i = 5, #ARGV, 7 do
   local id, key, record = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.pcall('XACK', KEYS[1], group, id) == 0 then
     published[#published + 1] = false
   else
     if ARGV[i + 3] == '1' then
       local known = false
-      for k = 3, #KEYS do
+      for k = 4, #KEYS do
         if redis.call('HEXISTS', KEYS[k], key) == 1 then known = true break end
       end
       if known then
         -- another delivery of this spec settled first: it was not created twice
         record = ARGV[i + 4]
       else
-        redis.call('HSET', KEYS[3], key, ARGV[i + 5])
+        redis.call('HSET', KEYS[4], key, ARGV[i + 5])
         remembered = true
       end
     end
     xadd(KEYS[2], cap, 'record', record)
     redis.pcall('XDEL', KEYS[1], id)
     published[#published + 1] = record
+    finished = finished + 1
+    if ARGV[i + 6] == '1' then failed = failed + 1 end
   end
 end
-if remembered then redis.call('EXPIREAT', KEYS[3], ARGV[4]) end
-return published
+if remembered then redis.call('EXPIREAT', KEYS[4], ARGV[4]) end
+local tally = {
+  redis.call('HINCRBY', KEYS[3], 'failed', failed),
+  redis.call('HINCRBY', KEYS[3], 'finished', finished),
+}
+return {published, tally[1], tally[2]}
 """
 )
 

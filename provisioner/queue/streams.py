@@ -14,6 +14,10 @@ Key layout of a queue named ``<stream>`` (see :func:`queue_keys`)::
     provisioner:{<stream>}:rate      the shared rate limiter's state (a GCRA time, in µs)
     provisioner:{<stream>}:pace      hash: the pool's adaptive rate (``--rate auto``), its
                                      CUBIC state and recent answers (see adaptive.py)
+    provisioner:{<stream>}:failures  hash: the pool's ``--max-failures`` tally, ``failed``
+                                     (failures retrying cannot fix) and ``finished``
+                                     (records published), counted by the settle script
+                                     until ``queue-status --reset-failures``
 
 Every key shares the hash tag ``{<stream>}``, so the whole queue lives in one
 slot of a Redis Cluster: each Lua script and pipeline touches that slot only.
@@ -70,7 +74,7 @@ from provisioner.settings import MAX_OUTCOME_DAYS, QueueRetention, RedisSettings
 
 T = TypeVar("T")
 KEY_PREFIX = "provisioner"
-KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace")
+KEY_NAMES = ("specs", "results", "dead", "outcomes", "rate", "pace", "failures")
 #: The fields a dead letter adds to the message's own.
 LETTER_FIELDS = ("message_id", "reason", "deliveries", "dead_at")
 # ConnectionError covers BusyLoadingError; OSError covers socket and asyncio timeouts;
@@ -118,6 +122,15 @@ class ConsumerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureTally:
+    """The pool's ``--max-failures`` count: ``failed`` (failures retrying cannot fix)
+    of ``finished`` (records published), since the queue began or was last reset."""
+
+    failed: int = 0
+    finished: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStatus:
     """A snapshot of one queue.
 
@@ -131,6 +144,7 @@ class QueueStatus:
         settled: spec keys in the outcome buckets (successes settled within the
             outcome retention).
         pool_rate_per_s: the pool's adaptive rate (``--rate auto``), if one is learnt.
+        failures: the pool's ``--max-failures`` tally, with ``finished``.
     """
 
     stream: str
@@ -141,10 +155,20 @@ class QueueStatus:
     dead_letters: int
     settled: int
     pool_rate_per_s: float | None = None
+    failures: FailureTally = FailureTally()
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready data."""
         return {**asdict(self), "consumers": [asdict(c) for c in self.consumers]}
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What :meth:`JobQueue.settle_batch` did: each message's published record
+    (``None``: settled already) and the pool's tally after the batch."""
+
+    written: list[bytes | None]
+    tally: FailureTally
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +243,7 @@ class Settlement:
             delivery of the spec settled first; ``None`` for a failure.
         outcome: for a success, what the outcome bucket remembers (compact JSON:
             ``{"id", "status"}``).
+        is_permanent: a failure retrying cannot fix: the pool's tally counts it.
     """
 
     message_id: str
@@ -226,11 +251,12 @@ class Settlement:
     record: bytes
     exists_record: bytes | None = None
     outcome: bytes = b""
+    is_permanent: bool = False
 
     def args(self) -> list[EncodableT]:
         is_success = self.exists_record is not None
         return [self.message_id, self.spec_key, self.record, int(is_success),
-                self.exists_record or b"", self.outcome]  # fmt: skip
+                self.exists_record or b"", self.outcome, int(self.is_permanent)]  # fmt: skip
 
 
 def compact_outcome(record: bytes) -> bytes:
@@ -483,15 +509,22 @@ class JobQueue:
     async def settle_many(
         self, group: str, settlements: Sequence[Settlement]
     ) -> list[bytes | None]:
+        """:meth:`settle_batch`'s records only."""
+        return (await self.settle_batch(group, settlements)).written
+
+    async def settle_batch(
+        self, group: str, settlements: Sequence[Settlement]
+    ) -> Settled:
         """Publish each message's record and remove the message: one script call,
         each message settled atomically as :meth:`settle` describes.
 
         The results stream is trimmed to ``retention.results`` as it grows; a
         success's outcome goes to today's bucket, which expires
-        ``retention.outcome_days`` after the day ends.
+        ``retention.outcome_days`` after the day ends. The pool's failure tally
+        counts each record published, and each failure retrying cannot fix.
         """
         if not settlements:
-            return []
+            return Settled([], await self.failure_tally())
         today = datetime.now(UTC).date()
         days = self.retention.outcome_days
         buckets = outcome_keys(self._stream, days, today)
@@ -499,11 +532,28 @@ class JobQueue:
         args.append(_expiry(today, days))
         for settlement in settlements:
             args += settlement.args()
-        # today's bucket first: the script writes to KEYS[3]
-        keys = [self._keys["specs"], self._keys["results"], buckets[1], buckets[0]]
+        # today's bucket first after the tally: the script writes to KEYS[4]
+        keys = [self._keys["specs"], self._keys["results"], self._keys["failures"]]
+        keys += [buckets[1], buckets[0], *buckets[2:]]
         with self._errors("settle messages"):
-            written = await self._settle(keys=[*keys, *buckets[2:]], args=args)
-        return [None if w is None else bytes(w) for w in written]
+            written, failed, finished = await self._settle(keys=keys, args=args)
+        return Settled(
+            [None if w is None else bytes(w) for w in written],
+            FailureTally(int(failed), int(finished)),
+        )
+
+    async def failure_tally(self) -> FailureTally:
+        """The pool's ``--max-failures`` tally (zeros before the first settle)."""
+        with self._errors("read the failure count"):
+            failed, finished = await self._client.hmget(
+                self._keys["failures"], ["failed", "finished"]
+            )
+        return FailureTally(int(failed or 0), int(finished or 0))
+
+    async def reset_failures(self) -> None:
+        """Start the pool's ``--max-failures`` tally again from zero."""
+        with self._errors("reset the failure count"):
+            await self._client.delete(self._keys["failures"])
 
     async def settle(
         self,
@@ -586,10 +636,11 @@ class JobQueue:
                 pipe.xlen(keys["results"])
                 pipe.xlen(keys["dead"])
                 pipe.hget(keys["pace"], "rate")
+                pipe.hmget(keys["failures"], ["failed", "finished"])
                 for bucket in self._buckets(MAX_OUTCOME_DAYS):
                     pipe.hlen(bucket)
                 replies = await pipe.execute(raise_on_error=False)
-            length, summary, consumers, results, dead, rate, *buckets = (
+            length, summary, consumers, results, dead, rate, tally, *buckets = (
                 _missing_as(reply, None) for reply in replies
             )
             settled = sum(int(n or 0) for n in buckets)
@@ -605,6 +656,7 @@ class JobQueue:
             dead_letters=int(dead),
             settled=int(settled),
             pool_rate_per_s=None if rate is None else round(float(rate), 1),
+            failures=FailureTally(*(int(n or 0) for n in tally or (0, 0))),
         )
 
     async def results(self, *, count: int = 10_000) -> list[dict[str, Any]]:

@@ -31,8 +31,15 @@ from provisioner.core.summary import Summary, utcnow
 from provisioner.errors import QueueError, ResultLogError
 from provisioner.observe.meter import NO_METER, Meter
 from provisioner.pacing.stopping import StopController
+from provisioner.pacing.tolerance import MaxFailures
 from provisioner.queue.message import read_message
-from provisioner.queue.streams import JobQueue, Message, Settlement, compact_outcome
+from provisioner.queue.streams import (
+    FailureTally,
+    JobQueue,
+    Message,
+    Settlement,
+    compact_outcome,
+)
 from provisioner.results import SUCCESS, Result, ResultSink
 from provisioner.settings import WorkerSettings
 from provisioner.spec import Spec
@@ -56,6 +63,8 @@ class Worker:
         scrub: what every stored message goes through (masks the token).
         sink: also append every settled record to this local log.
         meter: counts each settled record by status (``--metrics-port``).
+        max_failures: stop taking messages once the pool's tally (in Redis, every
+            worker's settles) is past it; what is queued stays queued.
     """
 
     def __init__(
@@ -72,8 +81,10 @@ class Worker:
         sink: ResultSink | None = None,
         meter: Meter = NO_METER,
         on_settled: Callable[[str], None] | None = None,
+        max_failures: MaxFailures | None = None,
     ) -> None:
         self._meter = meter
+        self._max_failures = max_failures
         self._on_settled = on_settled
         self._queue = queue
         self._pipeline = pipeline
@@ -124,6 +135,8 @@ class Worker:
                 with anyio.move_on_after(self._settings.poll_s):
                     await self._slot_freed.wait()
                 continue
+            if await self._is_past_tolerance():
+                return
             batch = await self._next_batch(free)
             if not batch:
                 if self._settings.exit_when_empty and await self._is_finished():
@@ -132,6 +145,29 @@ class Worker:
             for message in batch:
                 self._in_flight += 1
                 group.start_soon(self._handle, message)
+
+    async def _is_past_tolerance(self) -> bool:
+        """Whether the pool's tally (read afresh) stopped this worker."""
+        if self._max_failures is None:
+            return False
+        tally = await self._redis(self._queue.failure_tally, default=FailureTally())
+        self._check_tally(tally)
+        return self._stop.is_stopping
+
+    def _check_tally(self, tally: FailureTally) -> None:
+        """Stop (drain) once the pool's tally is past ``--max-failures``."""
+        limit = self._max_failures
+        if limit is None or self._stop.is_stopping:
+            return
+        if limit.is_exceeded(failed=tally.failed, finished=tally.finished):
+            log.warning(
+                "worker.failure_limit_reached",
+                consumer=self._consumer,
+                failed=tally.failed,
+                finished=tally.finished,
+                max_failures=str(limit),
+            )
+            self._stop.stop(limit.reason(failed=tally.failed, finished=tally.finished))
 
     async def _is_finished(self) -> bool:
         if self._in_flight:
@@ -219,7 +255,9 @@ class Worker:
     async def _settle(self, message: Message, spec: Spec, result: Result) -> None:
         scrub = self._scrub
         record = orjson.dumps(result.to_dict(scrub))
-        settlement = Settlement(message.id, spec.key, record)
+        settlement = Settlement(
+            message.id, spec.key, record, is_permanent=result.is_permanent
+        )
         if result.status in SUCCESS:
             as_exists = dataclasses.replace(result, status="exists")
             exists = orjson.dumps(as_exists.to_dict(scrub))
@@ -239,9 +277,11 @@ class Worker:
         self._write_local(written)
 
     async def _settle_batch(self, batch: list[Settlement]) -> list[bytes | None]:
-        return await self._redis(
-            lambda: self._queue.settle_many(self._group, batch), until_done=True
+        settled = await self._redis(
+            lambda: self._queue.settle_batch(self._group, batch), until_done=True
         )
+        self._check_tally(settled.tally)
+        return settled.written
 
     def _write_local(self, record: bytes) -> None:
         if self._sink is None:

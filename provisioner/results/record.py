@@ -63,6 +63,9 @@ class Result:
     written only when set, so records without them read as before. ``run_id``
     names the run (or worker process) that wrote the record, as its log events
     do; logs written before it existed have none, and resume reads them alike.
+    ``is_permanent`` marks a ``failed`` record whose error retrying cannot fix (a
+    4xx other than 408, 429 and a 409 "still in progress"): what ``--max-failures``
+    counts. It is not written to the log.
     """
 
     name: str | None
@@ -81,6 +84,7 @@ class Result:
     archived: bool = False
     created_earlier: bool = False
     run_id: str | None = None
+    is_permanent: bool = False
 
     @property
     def duration_ms(self) -> float:
