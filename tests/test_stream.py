@@ -81,6 +81,7 @@ def test_queue_keys_share_one_hash_tag() -> None:
         "outcomes": "provisioner:{jobs}:outcomes",
         "rate": "provisioner:{jobs}:rate",
         "pace": "provisioner:{jobs}:pace",
+        "failures": "provisioner:{jobs}:failures",
     }
 
 
@@ -297,6 +298,7 @@ async def test_busy_queue_is_not_drained_and_status_counts_it(redis: JobQueue) -
         "dead_letters": 1,
         "settled": 1,
         "pool_rate_per_s": None,
+        "failures": {"failed": 0, "finished": 1},
     }
     assert [(c["name"], c["pending"]) for c in consumers] == [("c1", 0), ("c2", 1)]
     assert all(c["idle_s"] >= 0 for c in consumers)
