@@ -270,3 +270,33 @@ async def test_a_pool_resumes_after_a_reset_and_creates_the_rest_once(
     assert Counter(r["status"] for r in results) == {"created": 30, "failed": 5}
     status = await redis.status("provisioner")
     assert (status.length, status.pending, status.dead_letters) == (0, 0, 0)
+
+
+def test_throttling_never_counts(
+    make_live_emulator: Callable[..., Emulator], write_jobs, tmp_path: Path, cli_env
+):
+    """429s that outlast --max-attempts fail specs, yet --max-failures 0 stops nothing."""
+    plan = FaultPlan(rate_limit_per_s=0.01, rate_limit_burst=2, retry_after_s=None)
+    emulator = make_live_emulator(faults=plan)
+    jobs = write_jobs(make_specs(12))
+    results = tmp_path / "results.jsonl"
+    argv = run_argv(emulator, jobs, results, "--max-attempts", "1",
+                    "--max-failures", "0")  # fmt: skip
+    assert main(argv) == 1
+    statuses = Counter((r["status"], r["http_status"]) for r in records(results))
+    assert statuses == {("created", 201): 2, ("failed", 429): 10}
+
+
+def test_a_taken_name_with_on_conflict_fail_counts(
+    make_live_emulator: Callable[..., Emulator], write_jobs, tmp_path: Path, cli_env
+):
+    """With --on-conflict fail a name someone else took is a failure retrying cannot fix."""
+    emulator = make_live_emulator()
+    taken = write_jobs(make_specs(3), name="taken.jsonl")
+    assert main(run_argv(emulator, taken, tmp_path / "first.jsonl")) == 0
+    jobs = write_jobs([{**s, "description": "ours"} for s in make_specs(10)])
+    results = tmp_path / "results.jsonl"
+    argv = run_argv(emulator, jobs, results, "--concurrency", "1",
+                    "--on-conflict", "fail", "--max-failures", "1")  # fmt: skip
+    assert main(argv) == EXIT_TOO_MANY_FAILURES
+    assert [r["status"] for r in records(results)] == ["failed"] * 2

@@ -389,7 +389,8 @@ class Pipeline:
         result = self._result(
             spec, tries, "failed", env_id=env_id, error=info, drift=drift, update=update
         )
-        if is_permanent(exc):
+        # A conflict whose lookup failed (a 5xx, a reset) may yet be resolved.
+        if is_permanent(exc) and (lookup is None or is_permanent(lookup)):
             result = dataclasses.replace(result, is_permanent=True)
         log.warning(
             "env.failed",
