@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import importlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,33 @@ def _main(args_list: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
 
 
-def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per command, each imported lazily
+# Commands whose module is imported only when they run (queue commands bring in Redis,
+# report its figures): command -> (module, function).
+_LAZY: dict[str, tuple[str, str]] = {
+    "plan": ("provisioner.cli.plan", "cmd_plan"),
+    "import": ("provisioner.cli.adopt", "cmd_import"),
+    "doctor": ("provisioner.cli.doctor", "cmd_doctor"),
+    "report": ("provisioner.cli.report", "cmd_report"),
+    "archive": ("provisioner.cli.teardown", "cmd_teardown"),
+    "delete": ("provisioner.cli.teardown", "cmd_teardown"),
+    "dead-letters": ("provisioner.cli.deadletters", "cmd_dead_letters"),
+}
+
+
+def _lazy_command(command: str) -> Callable[[argparse.Namespace], int]:
+    """The function that runs ``command``, its module imported now."""
+    if command in _LAZY:
+        module, name = _LAZY[command]
+        function: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), name
+        )
+        return function
+    from provisioner.cli.queue import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
+
+    return COMMANDS[command]
+
+
+def _dispatch(args_list: list[str]) -> int:
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "validate":
@@ -126,33 +153,7 @@ def _dispatch(args_list: list[str]) -> int:  # noqa: PLR0911 - one return per co
         check_combinations(args, given)
         if args.command == "run":
             return _cmd_run(args)
-        if args.command == "plan":
-            from provisioner.cli.plan import cmd_plan  # noqa: PLC0415 - only plan needs it
-
-            return cmd_plan(args)
-        if args.command == "import":
-            from provisioner.cli.adopt import cmd_import  # noqa: PLC0415 - only import needs it
-
-            return cmd_import(args)
-        if args.command == "doctor":
-            from provisioner.cli.doctor import cmd_doctor  # noqa: PLC0415 - only doctor needs it
-
-            return cmd_doctor(args)
-        if args.command == "report":
-            from provisioner.cli.report import cmd_report  # noqa: PLC0415 - only report needs it
-
-            return cmd_report(args)
-        if args.command in ("archive", "delete"):
-            from provisioner.cli.teardown import cmd_teardown  # noqa: PLC0415 - only teardown needs it
-
-            return cmd_teardown(args)
-        if args.command == "dead-letters":
-            from provisioner.cli.deadletters import cmd_dead_letters  # noqa: PLC0415 - only dead-letters needs it
-
-            return cmd_dead_letters(args)
-        from provisioner.cli.queue import COMMANDS  # noqa: PLC0415 - only queue commands need Redis
-
-        return COMMANDS[args.command](args)
+        return _lazy_command(args.command)(args)
     except (ProvisionerError, UsageError) as exc:
         say(f"error: {exc}", error_type=type(exc).__name__)
         return ExitCode.USAGE
