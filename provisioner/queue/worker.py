@@ -16,12 +16,12 @@ in progress is dropped, and a result is settled once Redis is back.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 import orjson
 import structlog
 
@@ -38,7 +38,6 @@ from provisioner.queue.streams import (
     JobQueue,
     Message,
     Settlement,
-    compact_outcome,
 )
 from provisioner.results import SUCCESS, Result, ResultSink
 from provisioner.settings import WorkerSettings
@@ -99,6 +98,7 @@ class Worker:
         self._slot_freed = anyio.Event()
         self._last_claim = float("-inf")
         self._known: dict[str, dict[str, object]] = {}
+        self._read_at_least = max(1, settings.concurrency // 8)
         self._settler = SettleBatch(self._settle_batch)
         self.summary = Summary()
         self.dead_letters = 0
@@ -130,7 +130,8 @@ class Worker:
     async def _dispatch(self, group: anyio.abc.TaskGroup) -> None:
         while not self._stop.is_stopping:
             free = self._settings.concurrency - self._in_flight
-            if free == 0:
+            if free < self._settings.concurrency and free < self._read_at_least:
+                # a busy worker reads several slots' worth at a time, not one per answer
                 self._slot_freed = anyio.Event()
                 with anyio.move_on_after(self._settings.poll_s):
                     await self._slot_freed.wait()
@@ -253,22 +254,21 @@ class Worker:
         await self._settle(message, spec, result)
 
     async def _settle(self, message: Message, spec: Spec, result: Result) -> None:
-        scrub = self._scrub
-        record = orjson.dumps(result.to_dict(scrub))
+        data = result.to_dict(self._scrub)
+        record = orjson.dumps(data)
         settlement = Settlement(
             message.id, spec.key, record, is_permanent=result.is_permanent
         )
         if result.status in SUCCESS:
-            as_exists = dataclasses.replace(result, status="exists")
-            exists = orjson.dumps(as_exists.to_dict(scrub))
-            settlement = Settlement(
-                message.id, spec.key, record, exists, compact_outcome(record)
-            )
+            # the record another delivery's success turns this one into: the same, "exists"
+            exists = orjson.dumps({**data, "status": "exists"})
+            outcome = orjson.dumps({"id": result.id, "status": result.status})
+            settlement = Settlement(message.id, spec.key, record, exists, outcome)
         written = await self._settler.settle(settlement)
         if written is None:
             log.info("message.settled_elsewhere", message_id=message.id, name=spec.name)
             return
-        status = orjson.loads(written)["status"]
+        status = result.status if written == record else "exists"
         self.summary.count(status)
         self._meter.recorded(status)
         if self._on_settled is not None:
@@ -378,6 +378,8 @@ class SettleBatch:
         self._busy = True
         try:
             while self._waiting:
+                # let the other handlers that finished in this turn of the loop join in
+                await anyio.lowlevel.checkpoint()
                 batch = self._waiting[: self._limit]
                 del self._waiting[: self._limit]
                 try:
