@@ -17,6 +17,7 @@ in progress is dropped, and a result is settled once Redis is back.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -95,10 +96,11 @@ class Worker:
         self._scrub = scrub
         self._sink = sink
         self._in_flight = 0
-        self._slot_freed = anyio.Event()
         self._last_claim = float("-inf")
         self._known: dict[str, dict[str, object]] = {}
-        self._read_at_least = max(1, settings.concurrency // 8)
+        self._buffer: deque[Message] = deque()
+        self._reading: anyio.Event | None = None
+        self._drained = False
         self._settler = SettleBatch(self._settle_batch)
         self.summary = Summary()
         self.dead_letters = 0
@@ -111,9 +113,11 @@ class Worker:
         try:
             async with anyio.create_task_group() as group:
                 self._stop.cancels(group.cancel_scope)
-                await self._dispatch(group)
+                for _ in range(self._settings.concurrency):
+                    group.start_soon(self._slot)
         finally:
             self._stop.close()
+            await self._give_back_unstarted()
             if self._sink is not None:
                 self._sink.sync()
             self.summary.wall_s = anyio.current_time() - start
@@ -127,25 +131,53 @@ class Worker:
         )
         return self.summary
 
-    async def _dispatch(self, group: anyio.abc.TaskGroup) -> None:
-        while not self._stop.is_stopping:
-            free = self._settings.concurrency - self._in_flight
-            if free < self._settings.concurrency and free < self._read_at_least:
-                # a busy worker reads several slots' worth at a time, not one per answer
-                self._slot_freed = anyio.Event()
-                with anyio.move_on_after(self._settings.poll_s):
-                    await self._slot_freed.wait()
+    async def _slot(self) -> None:
+        """One of ``concurrency`` slots: the next message, provisioned and settled,
+        until the worker stops (a fixed pool, as ``run`` has: no task per message)."""
+        while not (self._stop.is_stopping or self._drained):
+            message = await self._next_message()
+            if message is None:
                 continue
-            if await self._is_past_tolerance():
+            self._in_flight += 1
+            await self._handle(message)
+
+    async def _next_message(self) -> Message | None:
+        """A message read already, else one from a read that this slot makes for every
+        idle slot (or waits for, when another slot is reading); ``None``: none came."""
+        if not self._buffer:
+            if self._reading is not None:
+                await self._reading.wait()
+            else:
+                await self._read_for_idle_slots()
+        return self._buffer.popleft() if self._buffer else None
+
+    async def _read_for_idle_slots(self) -> None:
+        reading = self._reading = anyio.Event()
+        try:
+            # the slots that finish in this turn of the loop are idle too: read for them
+            await anyio.lowlevel.checkpoint()
+            if self._stop.is_stopping or await self._is_past_tolerance():
                 return
-            batch = await self._next_batch(free)
-            if not batch:
-                if self._settings.exit_when_empty and await self._is_finished():
-                    return
-                continue
-            for message in batch:
-                self._in_flight += 1
-                group.start_soon(self._handle, message)
+            idle = self._settings.concurrency - self._in_flight
+            batch = await self._next_batch(idle)
+            self._buffer.extend(batch)
+            if not batch and self._settings.exit_when_empty:
+                self._drained = await self._is_finished()
+        finally:
+            self._reading = None
+            reading.set()
+
+    async def _give_back_unstarted(self) -> None:
+        """Messages read but never started (the worker stopped first) go back to the
+        pool at once; one that cannot stays pending for another worker to claim."""
+        while self._buffer:
+            message = self._buffer.popleft()
+            try:
+                await self._queue.release(message, self._group)
+            except QueueError as exc:
+                log.warning(
+                    "message.left_pending", message_id=message.id, error=str(exc)
+                )
 
     async def _is_past_tolerance(self) -> bool:
         """Whether the pool's tally (read afresh) stopped this worker."""
@@ -222,7 +254,6 @@ class Worker:
             raise
         finally:
             self._in_flight -= 1
-            self._slot_freed.set()
 
     async def _process(self, message: Message) -> None:
         if message.deliveries > self._settings.max_deliveries:
