@@ -46,6 +46,7 @@ from provisioner.spec import Spec
 
 T = TypeVar("T")
 _NOTHING: list[Message] = []
+_GIVE_BACK_S = 5.0
 log = structlog.get_logger("provisioner.worker")
 
 
@@ -169,15 +170,17 @@ class Worker:
 
     async def _give_back_unstarted(self) -> None:
         """Messages read but never started (the worker stopped first) go back to the
-        pool at once; one that cannot stays pending for another worker to claim."""
-        while self._buffer:
-            message = self._buffer.popleft()
-            try:
-                await self._queue.release(message, self._group)
-            except QueueError as exc:
-                log.warning(
-                    "message.left_pending", message_id=message.id, error=str(exc)
-                )
+        pool at once; one that cannot stays pending for another worker to claim (a
+        Redis that is away holds the exit for ``_GIVE_BACK_S`` at most)."""
+        with anyio.move_on_after(_GIVE_BACK_S):
+            while self._buffer:
+                message = self._buffer.popleft()
+                try:
+                    await self._queue.release(message, self._group)
+                except QueueError as exc:
+                    log.warning(
+                        "message.left_pending", message_id=message.id, error=str(exc)
+                    )
 
     async def _is_past_tolerance(self) -> bool:
         """Whether the pool's tally (read afresh) stopped this worker."""
