@@ -81,7 +81,7 @@ def test_ten_teams_with_one_bad_row_give_one_error_at_its_line_column_and_field(
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"{path}:7: {NETWORKING_ERROR}",
-        "provisioner: 1 of 10 specs are invalid (1 errors)",
+        "provisioner: 1 of 10 specs are invalid (1 error)",
     ]
     document = orjson.loads(run_cli("validate", path, "--format", "json").stdout)
     (error,) = document["errors"]

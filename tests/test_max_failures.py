@@ -300,3 +300,29 @@ def test_a_taken_name_with_on_conflict_fail_counts(
                     "--on-conflict", "fail", "--max-failures", "1")  # fmt: skip
     assert main(argv) == EXIT_TOO_MANY_FAILURES
     assert [r["status"] for r in records(results)] == ["failed"] * 2
+
+
+def test_specs_started_before_the_stop_finish_with_their_retries(
+    make_live_emulator: Callable[..., Emulator], write_jobs, tmp_path: Path, cli_env
+):
+    """Past the limit no spec starts, but those already started finish, retries
+    included: each gets its record (none is left "in flight"), and every
+    environment the server made is in the log."""
+    plan = FaultPlan(seed=11, error_502=0.5, reset_after_commit=0.2)
+    emulator = make_live_emulator(max_body_bytes=BODY_LIMIT, faults=plan)
+    specs = make_specs(60)
+    for spec in specs[::3]:
+        spec["description"] = TOO_LONG
+    jobs = write_jobs(specs)
+    results = tmp_path / "results.jsonl"
+    summary = tmp_path / "summary.json"
+    argv = run_argv(emulator, jobs, results, "--concurrency", "6",
+                    "--max-attempts", "10", "--max-failures", "3",
+                    "--summary", str(summary))  # fmt: skip
+
+    assert main(argv) == EXIT_TOO_MANY_FAILURES
+    document = json.loads(summary.read_text())
+    assert document["counts"]["interrupted"] == 0
+    logged = {r["name"] for r in records(results)}
+    assert set(emulator.creation_counts()) <= logged
+    assert len(logged) + document["not_started"] == 60

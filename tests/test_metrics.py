@@ -145,7 +145,7 @@ async def test_a_run_serves_metrics_that_move_and_its_probes(
 ):
     """While a run works, /metrics shows its requests, retries, records and rate moving; /healthz and /readyz say 200."""
     emulator = make_live_emulator(
-        faults=FaultPlan(latency_ms=20, error_503=0.1, seed=3)
+        faults=FaultPlan(latency_ms=20, error_503=0.1, retry_after_s=None, seed=3)
     )
     port = free_port()
     proc = spawn_cli(

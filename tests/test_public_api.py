@@ -158,3 +158,36 @@ def test_the_manuals_example_runs_as_written(live_emulator, tmp_path: Path):
     assert "'created': 2" in lines[0]
     assert lines[1].startswith("created env_")
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+
+
+async def test_max_failures_stops_a_run_and_the_next_call_resumes(
+    make_emulator, tmp_path: Path
+):
+    """`max_failures=1`: the second refused body stops `run` (`summary.stop` says
+    why, the rest is not sent); the next call, bodies fixed, creates the rest once."""
+    emulator = await make_emulator(max_body_bytes=2_000)
+    bodies = [body(f"tol-{i}") for i in range(12)]
+    broken = [
+        dict(b, description="x" * 3_000) if i >= 3 else b for i, b in enumerate(bodies)
+    ]
+    results = str(tmp_path / "results.jsonl")
+    async with provisioner.Provisioner(
+        api_url=emulator.url, token=TEST_TOKEN, concurrency=1, rate=0, max_failures=1
+    ) as p:
+        first = await p.run(broken, results=results)
+        assert (first.counts["created"], first.counts["failed"]) == (3, 2)
+        assert first.stop is not None
+        assert first.stop.text.startswith("too many failures: 2 of 5")
+        second = await p.run(bodies, results=results)
+    assert second.stop is None
+    assert (second.counts["created"], second.counts["skipped"]) == (9, 3)
+    counts = emulator.creation_counts()
+    assert (len(counts), set(counts.values())) == (12, {1})
+
+
+@pytest.mark.parametrize("limit", [-1, "lots", 1.5, True])
+def test_an_impossible_max_failures_is_a_config_error(limit):
+    with pytest.raises(provisioner.ConfigError, match=r"max.failures"):
+        provisioner.Provisioner(
+            api_url="http://127.0.0.1:1", token=TEST_TOKEN, max_failures=limit
+        )

@@ -60,7 +60,7 @@ def test_an_outage_fails_fast_and_a_resume_afterwards_creates_everything(
     results = tmp_path / "results.jsonl"
     argv = [
         "run", str(jobs), "--api-url", emulator.url, "--results", str(results),
-        "--max-attempts", "5", "--no-progress", "--log-level", "error",
+        "--max-attempts", "5", "--rate", "200", "--no-progress", "--log-level", "error",
     ]  # fmt: skip
     assert main(argv) == 1
     assert emulator.stats()["requests"] <= 450

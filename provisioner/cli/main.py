@@ -200,9 +200,9 @@ def _cmd_validate(paths: Sequence[str], *, as_json: bool = False) -> int:
         return ExitCode.USAGE if invalid else ExitCode.OK
     print_errors(report.errors)
     if invalid:
-        say(
-            f"{invalid} of {report.total} specs are invalid ({len(report.errors)} errors)"
-        )
+        count = len(report.errors)
+        noun = "error" if count == 1 else "errors"
+        say(f"{invalid} of {report.total} specs are invalid ({count} {noun})")
         return ExitCode.USAGE
     print(f"ok: {report.total} specs are valid")
     return ExitCode.OK

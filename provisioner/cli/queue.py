@@ -258,7 +258,7 @@ async def _work(
             queue.pace(),
             settings.rate_per_s,
             adaptive=settings.adaptive_rate,
-            is_stopping=lambda: stop.is_stopping,
+            is_stopping=lambda: stop.halts_attempts,
         )
         async with (
             open_meter(

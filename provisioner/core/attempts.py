@@ -132,7 +132,7 @@ class Attempts:
         pending: Exception | None = first
         retrying = self._policy.retrying(
             budget=self._budget,
-            is_stopping=lambda: self._stop.is_stopping,
+            is_stopping=lambda: self._stop.halts_attempts,
             on_retry=lambda exc, attempt, wait_s: self._on_retry(
                 spec, tries, exc, attempt, wait_s
             ),
@@ -149,10 +149,10 @@ class Attempts:
     async def _attempt(self, send: Callable[[], Awaitable[T]], operation: str) -> T:
         # A request not yet sent when the run stops is not "in flight": drop it
         # (no record; a later run sends it).
-        if self._stop.is_stopping:
+        if self._stop.halts_attempts:
             raise DrainedError
         await self._limiter.acquire()
-        if self._stop.is_stopping:
+        if self._stop.halts_attempts:
             raise DrainedError
         self._meter.request_started()
         sent_at = self._timer()

@@ -158,7 +158,7 @@ class Pipeline:
         """Whether the drain cut the spec short (no record); stops a hopeless run."""
         self._stop_if_hopeless(exc)
         return isinstance(exc, DrainedError) or (
-            self._stop.is_stopping and decide(exc).retry
+            self._stop.halts_attempts and decide(exc).retry
         )
 
     def _stop_if_hopeless(self, exc: Exception) -> None:

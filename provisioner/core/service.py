@@ -27,7 +27,7 @@ from provisioner.core.pipeline import Pipeline
 from provisioner.core.runner import Runner
 from provisioner.core.salvage import Salvage
 from provisioner.core.summary import Summary, utcnow
-from provisioner.errors import ProvisionerError, SpecError
+from provisioner.errors import ConfigError, ProvisionerError, SpecError
 from provisioner.observe.meter import NO_METER, Meter
 from provisioner.pacing.choice import make_limiter
 from provisioner.pacing.limiter import RateLimiter
@@ -108,6 +108,10 @@ class Provisioner:
         proxy: an HTTP(S) proxy URL, ``"none"`` for direct; default the proxy
             variables of ``env`` (``HTTPS_PROXY``, ``NO_PROXY``...).
         env: the environment variables to read (default ``os.environ``).
+        max_failures: each :meth:`run` stops starting bodies once more than this
+            many failed in a way retrying cannot fix: a count (``3``) or a share
+            of those finished (``"5%"``), as ``--max-failures``; ``None``: never.
+            ``summary.stop`` then says why.
 
     Raises:
         ConfigError: no token, a bad URL, an impossible setting.
@@ -127,6 +131,7 @@ class Provisioner:
         ca_file: str | None = None,
         proxy: str | None = None,
         env: Mapping[str, str] | None = None,
+        max_failures: int | str | None = None,
     ) -> None:
         env = dict(os.environ if env is None else env)
         if token is not None:
@@ -152,6 +157,7 @@ class Provisioner:
             concurrency=run.concurrency,
             on_conflict=run.on_conflict,
             update=update,
+            max_failures=_tolerance(max_failures),
         )
         limiter = make_limiter(run.rate_per_s, adaptive=run.adaptive_rate)
         self._setup(config, limiter=limiter, stop=StopController(grace_s=run.grace_s))
@@ -358,6 +364,7 @@ class Provisioner:
         ``salvage`` receives every spec that did not finish (``run --salvage``).
         """
         resume = resume or ResumeState(done={})
+        self.stop.restart()  # a limit reached by an earlier call stops this one not
         runner = Runner(
             pipeline=self._pipeline(
                 replay_is_ours=self._replay_is_ours or resume.log_existed
@@ -373,6 +380,19 @@ class Provisioner:
             max_failures=self.config.max_failures,
         )
         return await runner.run(items)
+
+
+def _tolerance(limit: int | str | None) -> MaxFailures | None:
+    """``max_failures=`` as a limit: a count, or a text as ``--max-failures`` takes."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int | str):
+        raise ConfigError(
+            f"max_failures: expected a count or a percentage, got {limit!r}"
+        )
+    if isinstance(limit, int):
+        return MaxFailures(count=limit)
+    return MaxFailures.parse(limit, flag="max_failures")
 
 
 def _specs_of(bodies: Iterable[Mapping[str, Any]]) -> list[Spec | InvalidSpec]:

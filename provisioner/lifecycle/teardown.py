@@ -293,7 +293,7 @@ class Teardown:
         elif isinstance(exc, TransportError) and exc.error_type == TLS_ERROR:
             self._stop.stop(StopReason(StopKind.TLS, f"TLS failed: {exc}"))
         return isinstance(exc, DrainedError) or (
-            self._stop.is_stopping and decide(exc).retry
+            self._stop.halts_attempts and decide(exc).retry
         )
 
     def _result(

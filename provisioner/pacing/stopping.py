@@ -1,12 +1,15 @@
 """How a run (or a worker) stops: drain first, then a grace period, then cancel.
 
 :class:`StopController` is shared by a driver and the pipeline it drives. The
-first stop (a signal, a 401, a result log that cannot be written, too many
-failures) drains: no new
+first stop (a signal, a 401, a result log that cannot be written) drains: no new
 spec starts, no new attempt is sent, backoff waits wake at once, and requests in
 flight may finish for ``grace_s`` seconds. A second signal, or the end of the
 grace period, cancels what is still in flight (those specs get no record, so a
 later run redoes them).
+
+Too many failures (``--max-failures``) stops more gently: no new spec starts, but
+the specs already started finish, retries included (the server's answers are as
+good as ever; only the job's specs are suspect). A signal then drains as above.
 """
 
 from __future__ import annotations
@@ -55,20 +58,44 @@ class StopController:
         self._scopes: list[anyio.CancelScope] = []
         self._grace_timer: asyncio.TimerHandle | None = None
         self._is_interrupted = False
+        self._halts_attempts = False
         self.reason: StopReason | None = None
 
     @property
     def is_stopping(self) -> bool:
-        """Whether the run drains: no new spec or attempt may start."""
+        """Whether the run is stopping: no new spec may start."""
         return self.reason is not None
 
+    @property
+    def halts_attempts(self) -> bool:
+        """Whether the run drains: no new attempt either, not even a retry."""
+        return self._halts_attempts
+
     def stop(self, reason: StopReason) -> None:
-        """Drain: take nothing new; requests in flight may finish for ``grace_s``."""
+        """Take no new spec and, unless too many failed, drain: no retry either,
+        and requests in flight may finish for ``grace_s``."""
         if self.reason is not None:
             return
         self.reason = reason
+        if reason.kind is StopKind.FAILURES:
+            log.info("run.finishing_started", reason=reason.text)
+            return
+        self._drain()
+
+    def restart(self) -> None:
+        """Forget a stop for failures before another run (a library's next call);
+        any other stop (a signal, a refused token) stays."""
+        reason = self.reason
+        if reason is not None and reason.kind is StopKind.FAILURES:
+            self.reason = None if not self._halts_attempts else reason
+
+    def _drain(self) -> None:
+        if self._halts_attempts:
+            return
+        self._halts_attempts = True
         self._stopped.set()
-        log.info("run.draining", reason=reason.text, grace_s=self._grace_s)
+        reason = self.reason.text if self.reason is not None else "interrupted"
+        log.info("run.draining", reason=reason, grace_s=self._grace_s)
         loop = asyncio.get_running_loop()
         self._grace_timer = loop.call_later(self._grace_s, self.abort)
 
@@ -79,10 +106,12 @@ class StopController:
             return
         self._is_interrupted = True
         self.stop(StopReason(StopKind.INTERRUPTED, "interrupted"))
+        self._drain()  # after a stop for failures, started specs finish no more
 
     def abort(self) -> None:
         """Cancel the work in flight now."""
         self.stop(StopReason(StopKind.INTERRUPTED, "interrupted"))
+        self._drain()
         for scope in self._scopes:
             scope.cancel()
 
@@ -98,8 +127,8 @@ class StopController:
     async def sleep(
         self, seconds: float, *, sleep: Callable[[float], Awaitable[None]]
     ) -> None:
-        """``sleep(seconds)``, cut short when stopping starts."""
-        if self.is_stopping:
+        """``sleep(seconds)``, cut short when the run drains."""
+        if self.halts_attempts:
             return
         async with anyio.create_task_group() as group:
 
