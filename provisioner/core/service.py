@@ -364,7 +364,7 @@ class Provisioner:
         ``salvage`` receives every spec that did not finish (``run --salvage``).
         """
         resume = resume or ResumeState(done={})
-        self.stop.restart()  # a limit reached by an earlier call stops this one not
+        self.stop.restart()  # an earlier call's failure limit does not carry over
         runner = Runner(
             pipeline=self._pipeline(
                 replay_is_ours=self._replay_is_ours or resume.log_existed

@@ -77,10 +77,8 @@ class StopController:
         if self.reason is not None:
             return
         self.reason = reason
-        if reason.kind is StopKind.FAILURES:
-            log.info("run.finishing_started", reason=reason.text)
-            return
-        self._drain()
+        if reason.kind is not StopKind.FAILURES:  # (its limit_reached event is logged)
+            self._drain()
 
     def restart(self) -> None:
         """Forget a stop for failures before another run (a library's next call);
