@@ -83,9 +83,11 @@ class StopController:
     def restart(self) -> None:
         """Forget a stop for failures before another run (a library's next call);
         any other stop (a signal, a refused token) stays."""
-        reason = self.reason
-        if reason is not None and reason.kind is StopKind.FAILURES:
-            self.reason = None if not self._halts_attempts else reason
+        stopped_for_failures = (
+            self.reason is not None and self.reason.kind is StopKind.FAILURES
+        )
+        if stopped_for_failures and not self._halts_attempts:
+            self.reason = None
 
     def _drain(self) -> None:
         if self._halts_attempts:
